@@ -1,0 +1,228 @@
+"""Where pretrained weights come from, and the check that they are the released ones.
+
+Resolution order for ``create_model(name, pretrained=True)``:
+
+1. an explicit file or folder: ``checkpoint_path=...``, ``pretrained_cfg_overlay=dict(file=...)`` or a
+   ``local-dir:`` model name. Used as given.
+2. the Hugging Face Hub, or its local cache, through ``huggingface_hub.hf_hub_download``: for a published tag
+   (one recorded in ``releases.json``) and for any ``hf-hub:`` repository. ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``,
+   ``HF_HUB_CACHE``, ``cache_dir=`` and ``revision=`` are honoured as huggingface_hub defines them.
+3. a local Hub-layout folder ``ROOT/<repo_id>/`` (``config.json``, ``model.safetensors`` or a sharded
+   ``model.safetensors.index.json``, ``README.md``) under each ROOT of ``LADDER_ZOO_HUB_DIR``
+   (``os.pathsep``-separated), then under the checkout's ``hub/``, where this project keeps the weights it
+   trains. A pinned ``revision`` is only honoured by the Hub and its cache, never by a local folder.
+
+For a published tag, steps 2 and 3 hold the same bytes (each file's sha256 is on record), so a copy already in
+the Hub cache or a local folder is used without asking the network: on a machine without network,
+huggingface_hub would otherwise retry for about 20 s before step 3 is reached.
+
+A published tag's files carry the sha256 recorded in ``releases.json``; every load checks it, wherever the file
+came from. A tag with no copy anywhere raises ``WeightsNotFoundError`` naming the ``train/`` recipe that
+produces it: ``pretrained=True`` never returns random weights.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from huggingface_hub import constants as hf_constants
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    RevisionNotFoundError,
+)
+
+from .errors import WeightsIntegrityError, WeightsNotFoundError
+from .weights import INDEX_NAME, WEIGHTS_NAME
+
+HUB_ORG = "ladder-zoo"
+HUB_DIR_ENV = "LADDER_ZOO_HUB_DIR"
+CHECKOUT_HUB_DIR = Path(__file__).resolve().parent.parent / "hub"
+RELEASES_FILE = Path(__file__).resolve().parent / "releases.json"
+
+
+@lru_cache(maxsize=None)
+def releases() -> Dict[str, dict]:
+    """The published weights: ``{repo_id: {"files": {filename: sha256}, "revision": commit or None, ...}}``."""
+    return json.loads(RELEASES_FILE.read_text())
+
+
+def repo_id(architecture: str, tag: str) -> str:
+    """The Hub repository of a pretrained tag: one repository per ``architecture.tag``, timm-style."""
+    return f"{HUB_ORG}/{architecture}.{tag}"
+
+
+def recipe_path(architecture: str, tag: str) -> str:
+    """The ``train/`` recipe that produces a pretrained tag."""
+    return f"train/configs/{architecture}_{tag}.yaml"
+
+
+def is_published(repo: str) -> bool:
+    return repo in releases()
+
+
+def local_hub_roots() -> List[Path]:
+    """Folders searched for ``<repo_id>/`` copies: ``$LADDER_ZOO_HUB_DIR`` entries, then the checkout's ``hub/``."""
+    roots = [Path(p).expanduser() for p in os.environ.get(HUB_DIR_ENV, "").split(os.pathsep) if p]
+    if (CHECKOUT_HUB_DIR.parent / "pyproject.toml").is_file():  # only inside a source checkout
+        roots.append(CHECKOUT_HUB_DIR)
+    return roots
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify(path: Path, repo: str, filename: str) -> None:
+    """Check a file of a published repository against its recorded sha256 (a no-op for unpublished repos)."""
+    expected = releases().get(repo, {}).get("files", {}).get(filename)
+    if expected is None:
+        return
+    actual = sha256_file(path)
+    if actual != expected:
+        raise WeightsIntegrityError(
+            f"sha256 mismatch for {repo}/{filename} at {path}: found {actual}, released {expected}. The file is "
+            "corrupt or not the released one. Delete it (for a Hub cache copy: `hf cache delete` or remove the "
+            "snapshot folder) and load again; pass revision=<commit> to pin a specific Hub version."
+        )
+
+
+def resolve_weights(
+    architecture: str,
+    tag: Optional[str],
+    *,
+    file: Optional[str] = None,
+    hf_hub_id: Optional[str] = None,
+    revision: Optional[str] = None,
+    cache_dir: Optional[str] = None,
+) -> Path:
+    """A verified local path (a weight file, or a shard index next to its shards) for ``architecture.tag``."""
+    name = f"{architecture}.{tag}" if tag else architecture
+    if file:
+        path = Path(file).expanduser()
+        if not path.exists():
+            raise WeightsNotFoundError(f"The weights given for {name} do not exist: {path}.")
+        return path
+
+    repo = hf_hub_id or (repo_id(architecture, tag) if tag else None)
+    if repo is None:
+        raise WeightsNotFoundError(
+            f"{architecture} declares no pretrained tag. Use a tagged name (see `ladder-zoo list {architecture}*`), "
+            "pass checkpoint_path=..., or pretrained=False for random initialisation."
+        )
+    if "@" in repo:  # timm's 'org/repo@revision' form of hf-hub ids
+        repo, pinned = repo.split("@", 1)
+        if revision not in (None, pinned):
+            raise ValueError(f"Two revisions given for {repo}: '{pinned}' in the id and revision='{revision}'.")
+        revision = pinned
+
+    published = is_published(repo)
+    if published and revision is None:
+        # The Hub cache and verified local copies hold the released bytes (sha256-pinned): no network needed.
+        path = _download(repo, None, cache_dir, local_files_only=True) or _local_copy(repo)
+        if path is not None:
+            return path
+
+    hub_error: Optional[Exception] = None
+    if published or hf_hub_id:
+        try:
+            return _download(repo, revision, cache_dir)
+        except RevisionNotFoundError as e:
+            raise WeightsNotFoundError(f"The Hub repository {repo} has no revision '{revision}': {e}") from e
+        except (LocalEntryNotFoundError, HfHubHTTPError) as e:  # offline, no connection, no such repo
+            hub_error = e
+
+    if revision is not None:
+        raise WeightsNotFoundError(
+            f"{name} at revision '{revision}' is neither reachable on the Hub nor cached ({hub_error}). A pinned "
+            "revision is only served by the Hub or its cache: go online once, or drop revision= to use a local copy."
+        )
+    local = None if published else _local_copy(repo)  # a published tag's local copies were looked for above
+    if local is not None:
+        return local
+    raise WeightsNotFoundError(_not_found_message(name, architecture, tag, repo, hub_error))
+
+
+def _download(repo: str, revision: Optional[str], cache_dir: Optional[str], local_files_only: bool = False):
+    """The weights of ``repo`` through huggingface_hub, verified; with ``local_files_only``, from its cache or None."""
+    from . import __version__
+
+    release = releases().get(repo)
+    revision = revision or (release or {}).get("revision")
+
+    def get(filename: str) -> Path:
+        path = Path(hf_hub_download(
+            repo, filename, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
+            library_name="ladder-zoo", library_version=__version__,
+        ))
+        verify(path, repo, filename)
+        return path
+
+    try:
+        if not (release and INDEX_NAME in release["files"]):
+            try:
+                return get(WEIGHTS_NAME)
+            except EntryNotFoundError:  # an unrecorded repository may hold shards instead
+                if release:
+                    raise
+        index = get(INDEX_NAME)
+        for shard in _shards(index):
+            get(shard)
+        return index
+    except LocalEntryNotFoundError:
+        if local_files_only:
+            return None
+        raise
+
+
+def _shards(index: Path) -> List[str]:
+    return sorted(set(json.loads(index.read_text())["weight_map"].values()))
+
+
+def _local_copy(repo: str) -> Optional[Path]:
+    for folder in (root / repo for root in local_hub_roots()):
+        for filename in (INDEX_NAME, WEIGHTS_NAME):
+            path = folder / filename
+            if path.is_file():
+                verify(path, repo, filename)
+                if filename == INDEX_NAME:
+                    for shard in _shards(path):
+                        verify(folder / shard, repo, shard)
+                return path
+    return None
+
+
+def _is_offline() -> bool:
+    check = getattr(hf_constants, "is_offline_mode", None)
+    return bool(check()) if check else bool(hf_constants.HF_HUB_OFFLINE)
+
+
+def _not_found_message(name: str, architecture: str, tag: Optional[str], repo: str, hub_error: Optional[Exception]) -> str:
+    searched = ", ".join(map(str, local_hub_roots())) or f"none (set {HUB_DIR_ENV})"
+    if not is_published(repo) and hub_error is None:
+        return (
+            f"No weights are published for {name}. Produce them with `torchrun ... -m train.pretrain --config "
+            f"{recipe_path(architecture, tag)}` then `python -m train.export CHECKPOINT --out hub/{repo}` (see "
+            f"README), or use pretrained=False. Local Hub folders searched for {repo}/: {searched}."
+        )
+    if _is_offline():
+        return (
+            f"HF_HUB_OFFLINE is set and {repo} is not in the Hugging Face cache ({hub_error}). Fix: download it "
+            f"once online (`hf download {repo}`), unset HF_HUB_OFFLINE, or put a copy in {HUB_DIR_ENV}/{repo}/. "
+            f"Local Hub folders searched: {searched}."
+        )
+    return (
+        f"Could not fetch {repo} from the Hub ({type(hub_error).__name__}: {hub_error}) and no local copy exists. "
+        f"Check the network or HF_ENDPOINT, or put a copy in {HUB_DIR_ENV}/{repo}/. Local Hub folders searched: "
+        f"{searched}."
+    )

@@ -1,0 +1,304 @@
+"""The zoo: one timm ResNet per (pretraining method, architecture), registered with timm.
+
+Every name builds a plain timm ``ResNet`` (the ``_cifar`` variants swap in the CIFAR stem: a 3x3 stride-1
+``conv1`` and no max-pool), so its state dict loads wherever a ResNet's does. Pretrained tags are data, in
+``default_cfgs``; a tag gets an ``hf_hub_id`` only once its weights are recorded in ``releases.json``, so
+``timm.list_pretrained()`` never lists weights that do not exist.
+
+Names: ``{method}_{arch}`` with method in ``METHODS`` and arch in ``r50`` (ResNet-50), ``r18`` (ResNet-18),
+``r18_cifar`` (ResNet-18, CIFAR stem).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Optional, Sequence, Union
+
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
+from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+from torch import nn
+
+from . import hub
+from .errors import UnknownModelError
+from .weights import load_backbone, read_state_dict
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+LEVELS = ("stem", "res2", "res3", "res4", "res5")  # feature_info / out_indices 0..4
+
+_LADDER = dict(paper_name="Ladder Siamese Network: a Method and Insights for Multi-level Self-Supervised Learning")
+METHODS: Dict[str, Dict[str, Any]] = {
+    "byol": dict(
+        description="BYOL: global loss on res5.",
+        paper_name="Bootstrap your own latent: A new approach to self-supervised Learning",
+        paper_ids="arXiv:2006.07733",
+    ),
+    "ladder_byol": dict(
+        description="Ladder-BYOL: global BYOL losses on res2..res5 (G G G G), weights 1/16, 1/8, 1/4, 1.",
+        paper_ids=("arXiv:2211.13844", "arXiv:2006.07733"), **_LADDER,
+    ),
+    "densebyol": dict(
+        description="DenseBYOL: dense argmax-aligned BYOL loss averaged with the global loss, on res5 only.",
+        paper_ids=("arXiv:2211.13844", "arXiv:2011.09157"), **_LADDER,
+    ),
+    "ladder_densebyol": dict(
+        description="Ladder-DenseBYOL: D D G G on res2..res5; a dense level averages its dense and global loss.",
+        paper_ids=("arXiv:2211.13844", "arXiv:2011.09157"), **_LADDER,
+    ),
+    "simsiam": dict(
+        description="SimSiam: stop-gradient Siamese network, no momentum encoder, loss on res5.",
+        paper_name="Exploring Simple Siamese Representation Learning",
+        paper_ids="arXiv:2011.10566",
+    ),
+    "ladder_simsiam": dict(
+        description="Ladder-SimSiam: SimSiam losses on res2..res5, weights 1/16, 1/8, 1/4, 1.",
+        paper_ids=("arXiv:2211.13844", "arXiv:2011.10566"), **_LADDER,
+    ),
+    "byol_mt": dict(
+        description="Multi-task BYOL: 2 global, 2 local and 1 cutout view, one predictor per view type.",
+        paper_name="Multi-task asymmetric Siamese SSL (MULAN), De Plaen et al., 2026",
+        paper_ids="arXiv:2006.07733",
+    ),
+    "ladder_byol_mt": dict(
+        description="Ladder-BYOL multi-task: one predictor per level and per view type (this project's combination).",
+        paper_ids=("arXiv:2211.13844", "arXiv:2006.07733"), **_LADDER,
+    ),
+}
+
+# Architectures: timm ResNet arguments, input and normalisation of the data their weights are trained on.
+_IN1K = dict(input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
+_CIFAR = dict(input_size=(3, 32, 32), pool_size=(4, 4), crop_pct=1.0, mean=CIFAR10_MEAN, std=CIFAR10_STD)
+ARCHS: Dict[str, Dict[str, Any]] = {
+    "r50": dict(model_args=dict(block=Bottleneck, layers=(3, 4, 6, 3)), data=_IN1K, tags=("in1k_200ep",)),
+    "r18": dict(model_args=dict(block=BasicBlock, layers=(2, 2, 2, 2)), data=_IN1K, tags=()),
+    "r18_cifar": dict(model_args=dict(block=BasicBlock, layers=(2, 2, 2, 2)), data=_CIFAR, tags=("cifar10_200ep",)),
+}
+
+
+class ZooResNet(ResNet):
+    """A timm ``ResNet`` that reads ladder-zoo weight files.
+
+    timm's loader calls ``load_pretrained`` (``custom_load``) on the bare model, before any ``features_only``
+    wrapping, with a path that ``hub.resolve_weights`` has already located and verified.
+    """
+
+    def load_pretrained(self, checkpoint_path: str) -> None:
+        load_backbone(self, read_state_dict(checkpoint_path), source=str(checkpoint_path))
+
+
+class CifarResNet(ZooResNet):
+    """ResNet with the CIFAR stem: ``conv1`` is a 3x3 stride-1 conv and there is no max-pool (res5 at stride 8)."""
+
+    def __init__(self, *args, in_chans: int = 3, output_stride: int = 32, **kwargs):
+        if output_stride != 32:
+            raise ValueError(
+                f"output_stride={output_stride}: CIFAR-stem ResNets already keep res5 at stride 8 of a 32 px input; "
+                "output_stride (dilation) is for the ImageNet-stem r18 / r50 models."
+            )
+        super().__init__(*args, in_chans=in_chans, **kwargs)
+        factory = dict(device=self.bn1.weight.device, dtype=self.bn1.weight.dtype)
+        self.conv1 = nn.Conv2d(in_chans, self.bn1.num_features, 3, stride=1, padding=1, bias=False, **factory)
+        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+        self.maxpool = nn.Identity()
+        self.feature_info[0]["reduction"] = 1
+        for info in self.feature_info[1:]:
+            info["reduction"] //= 4
+
+
+def _cfg(method: str, arch: str, tag: str = "") -> Dict[str, Any]:
+    repo = hub.repo_id(f"{method}_{arch}", tag) if tag else None
+    return dict(
+        hf_hub_id=repo if repo and hub.is_published(repo) else None,
+        num_classes=0, first_conv="conv1", classifier="fc", interpolation="bilinear", license="apache-2.0",
+        notes=(f"recipe: {hub.recipe_path(f'{method}_{arch}', tag)}",) if tag else None,
+        **ARCHS[arch]["data"], **METHODS[method],
+    )
+
+
+default_cfgs = generate_default_cfgs({
+    f"{method}_{arch}{'.' + tag if tag else ''}": _cfg(method, arch, tag)
+    for arch, spec in ARCHS.items()
+    for method in METHODS
+    for tag in (spec["tags"] or ("",))
+})
+ARCHITECTURES = tuple(default_cfgs)
+
+
+def _create(variant: str, pretrained: bool = False, **kwargs) -> ZooResNet:
+    arch = next(a for a in sorted(ARCHS, key=len, reverse=True) if variant.endswith("_" + a))
+    revision, cache_dir = kwargs.pop("revision", None), kwargs.pop("cache_dir", None)
+    pretrained_cfg = kwargs.pop("pretrained_cfg", None)  # a tag, or a dict from an hf-hub: config.json
+    if isinstance(pretrained_cfg, str) and pretrained_cfg not in default_cfgs[variant].tags:
+        declared = ", ".join(t for t in default_cfgs[variant].tags if t) or "none"
+        raise UnknownModelError(f"{variant} has no pretrained tag '{pretrained_cfg}'; its tags: {declared}.")
+    cfg = resolve_pretrained_cfg(variant, pretrained_cfg, kwargs.pop("pretrained_cfg_overlay", None))
+    if kwargs.get("features_only"):
+        _check_out_indices(variant, kwargs.get("out_indices"))
+    if pretrained:
+        path = hub.resolve_weights(
+            variant, cfg.tag, file=cfg.file, hf_hub_id=cfg.hf_hub_id, revision=revision, cache_dir=cache_dir
+        )
+        cfg = dataclasses.replace(cfg, file=str(path), source=None, custom_load=True)
+    model_cls = CifarResNet if arch.endswith("_cifar") else ZooResNet
+    return build_model_with_cfg(model_cls, variant, pretrained, pretrained_cfg=cfg, **ARCHS[arch]["model_args"], **kwargs)
+
+
+def _check_out_indices(variant: str, out_indices: Optional[Union[int, Sequence[int]]]) -> None:
+    n = len(LEVELS)
+    if out_indices is None:
+        return
+    levels = ", ".join(f"{i} {name}" for i, name in enumerate(LEVELS))
+    if isinstance(out_indices, int):
+        if not 1 <= out_indices <= n:
+            raise ValueError(f"out_indices={out_indices} (the last N levels) must be 1..{n} for {variant} ({levels}).")
+        return
+    bad = [i for i in out_indices if not isinstance(i, int) or not -n <= i < n]
+    if bad or not out_indices:
+        raise ValueError(
+            f"out_indices={tuple(out_indices)} is out of range for {variant}: its {n} feature levels are {levels}; "
+            f"use indices 0..{n - 1} or -{n}..-1 (e.g. out_indices=(1, 2, 3, 4) for res2..res5)."
+        )
+
+
+@register_model
+def byol_r50(pretrained: bool = False, **kwargs) -> ZooResNet:
+    """ResNet-50, BYOL."""
+    return _create("byol_r50", pretrained, **kwargs)
+
+
+@register_model
+def ladder_byol_r50(pretrained: bool = False, **kwargs) -> ZooResNet:
+    """ResNet-50, Ladder-BYOL (G G G G)."""
+    return _create("ladder_byol_r50", pretrained, **kwargs)
+
+
+@register_model
+def densebyol_r50(pretrained: bool = False, **kwargs) -> ZooResNet:
+    """ResNet-50, DenseBYOL (dense + global loss on res5)."""
+    return _create("densebyol_r50", pretrained, **kwargs)
+
+
+@register_model
+def ladder_densebyol_r50(pretrained: bool = False, **kwargs) -> ZooResNet:
+    """ResNet-50, Ladder-DenseBYOL (D D G G)."""
+    return _create("ladder_densebyol_r50", pretrained, **kwargs)
+
+
+@register_model
+def simsiam_r50(pretrained: bool = False, **kwargs) -> ZooResNet:
+    """ResNet-50, SimSiam."""
+    return _create("simsiam_r50", pretrained, **kwargs)
+
+
+@register_model
+def ladder_simsiam_r50(pretrained: bool = False, **kwargs) -> ZooResNet:
+    """ResNet-50, Ladder-SimSiam."""
+    return _create("ladder_simsiam_r50", pretrained, **kwargs)
+
+
+@register_model
+def byol_mt_r50(pretrained: bool = False, **kwargs) -> ZooResNet:
+    """ResNet-50, multi-task BYOL (one predictor per view type)."""
+    return _create("byol_mt_r50", pretrained, **kwargs)
+
+
+@register_model
+def ladder_byol_mt_r50(pretrained: bool = False, **kwargs) -> ZooResNet:
+    """ResNet-50, Ladder-BYOL multi-task (one predictor per level and view type)."""
+    return _create("ladder_byol_mt_r50", pretrained, **kwargs)
+
+
+@register_model
+def byol_r18(pretrained: bool = False, **kwargs) -> ZooResNet:
+    """ResNet-18, BYOL."""
+    return _create("byol_r18", pretrained, **kwargs)
+
+
+@register_model
+def ladder_byol_r18(pretrained: bool = False, **kwargs) -> ZooResNet:
+    """ResNet-18, Ladder-BYOL (G G G G)."""
+    return _create("ladder_byol_r18", pretrained, **kwargs)
+
+
+@register_model
+def densebyol_r18(pretrained: bool = False, **kwargs) -> ZooResNet:
+    """ResNet-18, DenseBYOL (dense + global loss on res5)."""
+    return _create("densebyol_r18", pretrained, **kwargs)
+
+
+@register_model
+def ladder_densebyol_r18(pretrained: bool = False, **kwargs) -> ZooResNet:
+    """ResNet-18, Ladder-DenseBYOL (D D G G)."""
+    return _create("ladder_densebyol_r18", pretrained, **kwargs)
+
+
+@register_model
+def simsiam_r18(pretrained: bool = False, **kwargs) -> ZooResNet:
+    """ResNet-18, SimSiam."""
+    return _create("simsiam_r18", pretrained, **kwargs)
+
+
+@register_model
+def ladder_simsiam_r18(pretrained: bool = False, **kwargs) -> ZooResNet:
+    """ResNet-18, Ladder-SimSiam."""
+    return _create("ladder_simsiam_r18", pretrained, **kwargs)
+
+
+@register_model
+def byol_mt_r18(pretrained: bool = False, **kwargs) -> ZooResNet:
+    """ResNet-18, multi-task BYOL (one predictor per view type)."""
+    return _create("byol_mt_r18", pretrained, **kwargs)
+
+
+@register_model
+def ladder_byol_mt_r18(pretrained: bool = False, **kwargs) -> ZooResNet:
+    """ResNet-18, Ladder-BYOL multi-task (one predictor per level and view type)."""
+    return _create("ladder_byol_mt_r18", pretrained, **kwargs)
+
+
+@register_model
+def byol_r18_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """ResNet-18 with the CIFAR stem, BYOL."""
+    return _create("byol_r18_cifar", pretrained, **kwargs)
+
+
+@register_model
+def ladder_byol_r18_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """ResNet-18 with the CIFAR stem, Ladder-BYOL (G G G G)."""
+    return _create("ladder_byol_r18_cifar", pretrained, **kwargs)
+
+
+@register_model
+def densebyol_r18_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """ResNet-18 with the CIFAR stem, DenseBYOL (dense + global loss on res5)."""
+    return _create("densebyol_r18_cifar", pretrained, **kwargs)
+
+
+@register_model
+def ladder_densebyol_r18_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """ResNet-18 with the CIFAR stem, Ladder-DenseBYOL (D D G G)."""
+    return _create("ladder_densebyol_r18_cifar", pretrained, **kwargs)
+
+
+@register_model
+def simsiam_r18_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """ResNet-18 with the CIFAR stem, SimSiam."""
+    return _create("simsiam_r18_cifar", pretrained, **kwargs)
+
+
+@register_model
+def ladder_simsiam_r18_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """ResNet-18 with the CIFAR stem, Ladder-SimSiam."""
+    return _create("ladder_simsiam_r18_cifar", pretrained, **kwargs)
+
+
+@register_model
+def byol_mt_r18_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """ResNet-18 with the CIFAR stem, multi-task BYOL (one predictor per view type)."""
+    return _create("byol_mt_r18_cifar", pretrained, **kwargs)
+
+
+@register_model
+def ladder_byol_mt_r18_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """ResNet-18 with the CIFAR stem, Ladder-BYOL multi-task (one predictor per level and view type)."""
+    return _create("ladder_byol_mt_r18_cifar", pretrained, **kwargs)
