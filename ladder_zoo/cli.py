@@ -1,0 +1,203 @@
+"""``ladder-zoo``: list the zoo, inspect a model, extract per-stage features from images.
+
+    ladder-zoo list [PATTERN] [--pretrained]
+    ladder-zoo info NAME
+    ladder-zoo features NAME IMAGE... [--out FEATS.safetensors] [--random-init | --checkpoint PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import torch
+
+from . import create_model, list_models, list_pretrained, models
+from .errors import UnknownModelError, WeightsError
+
+EXIT_USAGE = 2
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="ladder-zoo", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="zoo names, their tags and where their weights are")
+    p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'ladder_*_r50'")
+    p.add_argument("--pretrained", action="store_true", help="only tags whose weights are published")
+    p.set_defaults(run=_list)
+
+    p = sub.add_parser("info", help="pretrained cfg, stages (channels / strides) and weights status of a name")
+    p.add_argument("name")
+    p.set_defaults(run=_info)
+
+    p = sub.add_parser("features", help="per-stage feature maps of images (shapes and pooled norms printed)")
+    p.add_argument("name", help="zoo name, with or without tag (e.g. ladder_byol_r18_cifar.cifar10_200ep)")
+    p.add_argument("images", nargs="+", type=Path)
+    p.add_argument("--out", type=Path, help="save the maps (stage0..stageN, float32 [N,C,H,W]) as safetensors")
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--random-init", action="store_true", help="no pretrained weights: shapes only")
+    weights.add_argument("--checkpoint", type=Path, help="weights file, Hub-layout folder or SSL checkpoint")
+    p.add_argument("--revision", help="Hub branch, tag or commit of the weights")
+    p.add_argument("--out-indices", type=int, nargs="+", help="stages to extract (default: all)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--skip-unreadable", action="store_true", help="skip (and list) images that cannot be decoded")
+    p.set_defaults(run=_features)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (UnknownModelError, WeightsError, ValueError, FileNotFoundError) as e:
+        print(f"ladder-zoo {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _list(args) -> int:
+    if args.pretrained:
+        for name in list_pretrained(args.pattern):
+            print(name)
+        return 0
+    rows = [("name", "weights", "method")]
+    for arch in list_models(args.pattern):
+        tags = [t for t in models.default_cfgs[arch].tags if t]
+        status = ", ".join(f"{t} ({_weights_status(arch, t)})" for t in tags) or "-"
+        rows.append((arch, status, models.default_cfgs[arch].cfgs[tags[0] if tags else ""].description))
+    _print_table(rows)
+    return 0
+
+
+def _info(args) -> int:
+    model = create_model(args.name, features_only=True)
+    cfg = dict(model.pretrained_cfg)
+    arch, tag = cfg["architecture"], cfg.get("tag")
+    print(f"{args.name}: {cfg.get('description', '')}")
+    print(f"parameters: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M (backbone, no head)")
+    print("stages (out_indices):")
+    info = model.feature_info
+    rows = [("index", "level", "module", "channels", "stride")]
+    rows += [(str(i), models.LEVELS[i], m, str(c), str(r))
+             for i, (m, c, r) in enumerate(zip(info.module_name(), info.channels(), info.reduction()))]
+    _print_table(rows, indent=2)
+    print(f"weights: {_weights_status(arch, tag) if tag else 'no pretrained tag declared'}")
+    print("pretrained_cfg:")
+    print(json.dumps(cfg, indent=2, default=str))
+    return 0
+
+
+def _weights_status(arch: str, tag: str) -> str:
+    from huggingface_hub import try_to_load_from_cache
+
+    from . import hub
+    from .weights import WEIGHTS_NAME
+
+    repo = hub.repo_id(arch, tag)
+    where = [str(root / repo) for root in hub.local_hub_roots() if (root / repo).is_dir()]
+    if hub.is_published(repo):
+        cached = isinstance(try_to_load_from_cache(repo, WEIGHTS_NAME), str)
+        where.insert(0, "Hub cache" if cached else "Hub")
+        return "published: " + ", ".join(where)
+    if where:
+        return "unpublished, local copy: " + ", ".join(where)
+    return f"not published; recipe {hub.recipe_path(arch, tag)}"
+
+
+def _features(args) -> int:
+    import timm.data
+    from safetensors.torch import save_file
+    from tqdm import tqdm
+
+    if args.random_init:
+        print("WARNING: --random-init: RANDOM weights, no pretrained weights loaded. The features below mean "
+              "nothing beyond their shapes.", file=sys.stderr)
+    kwargs = dict(features_only=True, pretrained=not args.random_init, revision=args.revision)
+    if args.checkpoint:
+        kwargs["checkpoint_path"] = args.checkpoint
+    if args.out_indices:
+        kwargs["out_indices"] = tuple(args.out_indices)
+    try:
+        model = create_model(args.name, **kwargs)
+    except WeightsError as e:
+        raise WeightsError(f"{e} (or pass --random-init to look at shapes only)") from e
+    model = model.eval().to(args.device)
+    transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model), is_training=False)
+
+    levels = [models.LEVELS[i] for i in model.feature_info.out_indices] if args.name.split(".")[0] in models.ARCHITECTURES \
+        else [f"stage{i}" for i in model.feature_info.out_indices]
+    maps: List[List[torch.Tensor]] = [[] for _ in levels]
+    norms: List[torch.Tensor] = []
+    done: List[Path] = []
+    skipped: List[str] = []
+    with tqdm(total=len(args.images), unit="img", desc="features", disable=len(args.images) < 2 * args.batch_size) as bar:
+        for start in range(0, len(args.images), args.batch_size):
+            batch, paths = [], []
+            for path in args.images[start:start + args.batch_size]:
+                image = _read_image(path, skip=args.skip_unreadable)
+                if image is None:
+                    skipped.append(str(path))
+                    continue
+                batch.append(transform(image))
+                paths.append(path)
+            if batch:  # the last non-empty batch's input and maps give the shapes printed below
+                with torch.inference_mode():
+                    feats = model(torch.stack(batch).to(args.device))
+                norms.append(torch.stack([f.float().mean((2, 3)).norm(dim=1).cpu() for f in feats], dim=1))
+                if args.out:
+                    for store, f in zip(maps, feats):
+                        store.append(f.float().cpu())
+                done.extend(paths)
+            bar.update(len(args.images[start:start + args.batch_size]))
+    if not done:
+        raise ValueError("no readable image among the inputs")
+
+    norm = torch.cat(norms)
+    print(f"{args.name} ({'random init' if args.random_init else 'pretrained'}): {len(done)} images, "
+          f"input {tuple(batch[0].shape)}")
+    info = model.feature_info
+    rows = [("stage", "level", "shape (C, H, W)", "stride", "pooled L2 norm mean", "min", "max")]
+    for j, (level, channels, stride) in enumerate(zip(levels, info.channels(), info.reduction())):
+        hw = tuple(feats[j].shape[2:])
+        rows.append((str(info.out_indices[j]), level, str((channels, *hw)), str(stride),
+                     f"{norm[:, j].mean():.4f}", f"{norm[:, j].min():.4f}", f"{norm[:, j].max():.4f}"))
+    _print_table(rows)
+    if len(done) <= 16:
+        print("per image, pooled L2 norm per stage:")
+        for path, row in zip(done, norm):
+            print(f"  {path}: " + " ".join(f"{v:.4f}" for v in row.tolist()))
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable image(s): {', '.join(skipped)}", file=sys.stderr)
+    if args.out:
+        tensors = {f"stage{i}": torch.cat(store) for i, store in zip(info.out_indices, maps)}
+        meta = {"model": args.name, "weights": "random-init" if args.random_init else "pretrained",
+                "levels": json.dumps(levels), "images": json.dumps([str(p) for p in done])}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(args.out), metadata=meta)
+        print(f"saved {', '.join(f'{k} {tuple(v.shape)}' for k, v in tensors.items())} to {args.out}")
+    return 0
+
+
+def _read_image(path: Path, skip: bool):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        if skip:
+            return None
+        raise ValueError(
+            f"cannot read image {path}: {e}. Remove it from the inputs, or pass --skip-unreadable to skip and list "
+            "such files."
+        ) from e
+
+
+def _print_table(rows, indent: int = 0) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print(" " * indent + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
