@@ -1,0 +1,69 @@
+"""Helpers shared by the tests: weight folders in Hub layout, reference features, fresh-interpreter runs."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "tests" / "data" / "cifar10_sample"
+
+
+def random_state_dict(name: str, seed: int) -> Dict[str, torch.Tensor]:
+    """A backbone state dict of ``name`` with non-trivial BN statistics (fp16-representable, as released)."""
+    import ladder_zoo
+
+    torch.manual_seed(seed)
+    model = ladder_zoo.create_model(name)
+    state = {}
+    for k, v in model.state_dict().items():
+        if v.is_floating_point():
+            v = (torch.rand_like(v) + 0.5 if k.endswith(("running_var", "bn1.weight", "bn2.weight", "bn3.weight"))
+                 else torch.randn_like(v) * 0.05).half().float()
+        state[k] = v
+    return state
+
+
+def make_release(root: Path, arch: str, tag: str, seed: int = 0, **kwargs):
+    """Write ``root/<repo_id>/`` in Hub layout; returns (repo_id, folder, release entry, state dict)."""
+    from ladder_zoo import hub
+    from ladder_zoo.publish import record_release, write_hub_folder
+
+    repo = hub.repo_id(arch, tag)
+    state = random_state_dict(arch, seed)
+    folder = write_hub_folder(root / repo, arch, tag, state, **kwargs)
+    return repo, folder, record_release(folder), state
+
+
+def reference_features(arch: str, state: Dict[str, torch.Tensor], x: torch.Tensor):
+    import ladder_zoo
+
+    model = ladder_zoo.create_model(arch, features_only=True).eval()
+    model.load_state_dict(state, strict=False)
+    with torch.no_grad():
+        return model(x)
+
+
+def run_python(code: str, tmp_path: Path, env: Optional[Dict[str, str]] = None, releases: Optional[dict] = None):
+    """Run ``code`` in a fresh interpreter with a private HF cache and only the given releases on record.
+
+    The checkout's own hub/ folder is taken out of the search so the test controls every copy of the weights.
+    """
+    preamble = f"""
+import json, pathlib, ladder_zoo.hub as _hub
+_hub.CHECKOUT_HUB_DIR = pathlib.Path("/nonexistent-ladder-zoo-hub")
+_hub.releases().clear()
+_hub.releases().update(json.loads({json.dumps(json.dumps(releases or {}))}))
+"""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "LADDER_ZOO_"))}
+    base.update(HF_HUB_CACHE=str(tmp_path / "hf-cache"), HF_HUB_DISABLE_TELEMETRY="1", PYTHONPATH=str(ROOT))
+    base.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-c", preamble + textwrap.dedent(code)], env=base, capture_output=True, text=True, timeout=300,
+    )

@@ -1,0 +1,109 @@
+"""The ``ladder-zoo`` command: list, info, features (the README's main job), torch.hub entry points."""
+import shutil
+import subprocess
+
+import pytest
+import torch
+from safetensors import safe_open
+
+import ladder_zoo
+from ladder_zoo import hub
+from ladder_zoo.cli import main
+from helpers import ROOT, make_release, reference_features
+
+ARCH, TAG = "ladder_byol_r18_cifar", "cifar10_200ep"
+
+
+@pytest.fixture
+def released(tmp_path, monkeypatch):
+    """ARCH.TAG published, with its only copy in a LADDER_ZOO_HUB_DIR folder."""
+    monkeypatch.setattr(hub, "CHECKOUT_HUB_DIR", tmp_path / "no-checkout-hub")
+    repo, folder, entry, state = make_release(tmp_path / "hub", ARCH, TAG, seed=21)
+    monkeypatch.setattr(hub, "releases", lambda: {repo: entry})
+    monkeypatch.setenv(hub.HUB_DIR_ENV, str(tmp_path / "hub"))
+    return state
+
+
+def test_list_and_info(released, capsys):
+    assert main(["list", "ladder_*"]) == 0
+    out = capsys.readouterr().out
+    names = [line.split()[0] for line in out.splitlines()[1:]]
+    assert "ladder_byol_r50" in names and "byol_r50" not in names and len(names) == 12
+    assert f"{TAG} (published: " in out and "not published; recipe train/configs/ladder_byol_r50_in1k_200ep.yaml" in out
+
+    assert main(["list", "--pretrained"]) == 0
+    assert capsys.readouterr().out.split() == [f"{ARCH}.{TAG}"]
+
+    assert main(["info", "ladder_byol_r50"]) == 0
+    out = capsys.readouterr().out
+    assert "4      res5   layer4  2048      32" in out and '"input_size": [' in out
+
+
+def test_features_pretrained_saved(released, sample_images, tmp_path, capsys):
+    out_file = tmp_path / "feats.safetensors"
+    assert main(["features", f"{ARCH}.{TAG}", *map(str, sample_images[:5]), "--out", str(out_file)]) == 0
+    printed = capsys.readouterr().out
+    assert "(512, 4, 4)" in printed and "pretrained" in printed and str(sample_images[0]) in printed
+
+    with safe_open(str(out_file), "pt") as f:
+        assert sorted(f.keys()) == [f"stage{i}" for i in range(5)]
+        stage4 = f.get_tensor("stage4")
+        assert f.metadata()["weights"] == "pretrained"
+    assert stage4.shape == (5, 512, 4, 4)
+    model = ladder_zoo.create_model(ARCH, pretrained=True, features_only=True).eval()
+    import timm.data
+    from PIL import Image
+    transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model))
+    x = torch.stack([transform(Image.open(p).convert("RGB")) for p in sample_images[:5]])
+    torch.testing.assert_close(stage4, reference_features(ARCH, released, x)[4])
+
+
+def test_features_random_init_is_loud(sample_images, capsys):
+    assert main(["features", "byol_r18_cifar", str(sample_images[0]), "--random-init"]) == 0
+    captured = capsys.readouterr()
+    assert "WARNING: --random-init: RANDOM weights" in captured.err
+    assert "random init" in captured.out
+
+
+def test_features_without_weights_points_at_random_init(sample_images, capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(hub, "CHECKOUT_HUB_DIR", tmp_path / "no-checkout-hub")
+    monkeypatch.setattr(hub, "releases", lambda: {})
+    assert main(["features", "byol_r50", str(sample_images[0])]) == 2
+    err = capsys.readouterr().err
+    assert "No weights are published for byol_r50.in1k_200ep" in err and "--random-init" in err
+
+
+def test_features_unreadable_image(sample_images, tmp_path, capsys):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(sample_images[0].read_bytes()[:40])
+    assert main(["features", "byol_r18_cifar", str(sample_images[0]), str(bad), "--random-init"]) == 2
+    assert f"cannot read image {bad}" in capsys.readouterr().err
+
+    assert main(["features", "byol_r18_cifar", str(sample_images[0]), str(bad), "--random-init",
+                 "--skip-unreadable"]) == 0
+    captured = capsys.readouterr()
+    assert f"skipped 1 unreadable image(s): {bad}" in captured.err and "1 images" in captured.out
+
+
+def test_unknown_name_and_bad_out_indices(capsys):
+    assert main(["info", "ladder_byol_r5"]) == 2
+    assert "Close names: ladder_byol_r50" in capsys.readouterr().err
+    assert main(["features", "byol_r18_cifar", "x.jpg", "--random-init", "--out-indices", "7"]) == 2
+    assert "out of range" in capsys.readouterr().err
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("ladder-zoo")
+    assert exe, "pip install -e . installs the ladder-zoo command"
+    result = subprocess.run([exe, "list", "simsiam_*"], capture_output=True, text=True, check=True)
+    assert "simsiam_r18_cifar" in result.stdout
+
+
+def test_torch_hub_local_matches_create_model(released):
+    names = {n for n in dir(__import__("hubconf")) if not n.startswith("_") and n != "dependencies"}
+    assert names == set(ladder_zoo.list_models())
+    model = torch.hub.load(str(ROOT), ARCH, source="local", pretrained=True, features_only=True).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for a, b in zip(model(x), reference_features(ARCH, released, x)):
+            torch.testing.assert_close(a, b)
