@@ -1,0 +1,191 @@
+"""Recipe configs: dataclasses with defaults, one YAML per recipe, ``key=value`` overrides.
+
+    cfg = load_config("train/configs/ladder_byol_r18_cifar_cifar10_200ep.yaml", ["optim.lr=0.5", "epochs=1"])
+
+An unknown or misspelled key, in the YAML or an override, is an error naming the close valid keys.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import yaml
+
+
+@dataclass
+class AugmentConfig:
+    """BYOL's augmentation; per-view probabilities are (view 1, view 2), as in the BYOL paper's table."""
+
+    crop_scale: Tuple[float, float] = (0.08, 1.0)
+    flip_p: float = 0.5
+    jitter: Tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)  # brightness, contrast, saturation, hue
+    jitter_p: float = 0.8
+    gray_p: float = 0.2
+    blur_p: Tuple[float, float] = (1.0, 0.1)
+    blur_sigma: Tuple[float, float] = (0.1, 2.0)
+    solarize_p: Tuple[float, float] = (0.0, 0.2)
+    # multi-task views (MULAN defaults): local crops and the cutout view
+    global_scale_mt: Tuple[float, float] = (0.25, 1.0)  # global crop scale when local views are used
+    local_size: int = 96
+    local_scale: Tuple[float, float] = (0.08, 0.25)
+    local_blur_p: float = 0.5
+    cutout_area: Tuple[float, float] = (0.2, 0.6)
+    cutout_ratio: Tuple[float, float] = (0.75, 4 / 3)
+
+
+@dataclass
+class DataConfig:
+    path: str = "data/cifar10"  # ImageFolder root (class folders), or a .tar / .tar.gz holding one
+    split: str = "train"  # sub-folder of path holding the class folders ("" when path is the split itself)
+    pipeline: str = "gpu"  # gpu: batched per-sample augmentation on the device; cpu: torchvision.transforms.v2
+    in_memory: bool = False  # gpu pipeline: decode the whole set once into a uint8 tensor (small sets)
+    workers: int = 8
+    image_size: int = 224  # global crop size
+    mean: Tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: Tuple[float, float, float] = (0.229, 0.224, 0.225)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class MethodConfig:
+    base: str = "byol"  # byol | simsiam
+    levels: str = "- - - G"  # one entry per backbone level after the stem (res2..res5): G global, D dense, - off
+    ladder_w: float = 0.5  # w of Eq. 6, w_i = 2^(i-N) w: 0.5 gives the paper's 1/16, 1/8, 1/4, 1
+    proj_hidden: Optional[int] = None  # None: the base method's (BYOL 4096, SimSiam 2048)
+    proj_out: Optional[int] = None  # None: BYOL 256, SimSiam 2048
+    pred_hidden: Optional[int] = None  # None: BYOL 4096, SimSiam 512
+    dense_hidden: int = 512
+    dense_out: int = 128
+    dense_block_elements: int = 1 << 26  # similarity elements computed at once by the dense alignment
+    views: Dict[str, int] = field(default_factory=lambda: {"global": 2})  # global / local / cutout counts
+    task_weights: Dict[str, float] = field(default_factory=lambda: {"global": 1.0, "local": 1.0, "cutout": 1.0})
+    per_view_predictor: bool = True  # multi-task: one predictor per view type (MULAN); False shares one
+    tau: float = 0.996  # BYOL: EMA from tau to 1 by a cosine over training
+    stop_gradient: bool = True  # SimSiam ablation: False lets gradients through the target branch (collapses)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "lars"  # lars | sgd | adamw
+    lr: float = 7.2  # peak learning rate (not scaled by batch size: write what you mean)
+    weight_decay: float = 1e-6
+    momentum: float = 0.9
+    betas: Tuple[float, float] = (0.9, 0.999)  # adamw
+    eta: float = 0.001  # LARS trust coefficient
+    clip_lars_lr: bool = False  # layer rate min(eta ||w|| / (||g|| + wd ||w||), lr), solo-learn's clip_lars_lr
+    exclude_bias_norm: bool = True  # bias and norm parameters: no weight decay, no LARS adaptation
+    warmup_epochs: float = 10.0
+    min_lr: float = 0.0
+    fixed_predictor_lr: bool = False  # SimSiam: predictors keep the peak lr (no warmup, no decay)
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    model: str = "byol_r50"  # zoo or timm name of the backbone (a timm model with feature_info)
+    epochs: int = 200
+    batch_size: int = 4096  # global, over all processes
+    max_steps: Optional[int] = None  # stop after this many steps, keeping the schedule of `epochs`
+    seed: int = 0
+    device: str = "auto"  # auto (cuda when available) | cuda | cpu
+    amp: str = "bf16"  # bf16 | none
+    channels_last: bool = True
+    compile: bool = False
+    sync_bn: bool = True
+    out_dir: str = "runs/{name}"
+    resume: str = "auto"  # auto: continue from out_dir/last.pt if it exists; none; or a checkpoint path
+    checkpoint_every: int = 500  # steps
+    log_every: int = 50  # steps
+    tensorboard: bool = True
+    progress: bool = True
+    data: DataConfig = field(default_factory=DataConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir.format(name=self.name))
+
+
+def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
+    """A Config from a recipe YAML (or the defaults) with ``key=value`` overrides (dotted keys, YAML values)."""
+    raw: Dict[str, Any] = {}
+    if path:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: a recipe is a mapping of keys to values")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override '{item}' is not key=value (e.g. optim.lr=0.5)")
+        node = raw
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override '{item}': '{part}' is not a section")
+        node[leaf] = yaml.safe_load(value) if value.strip() else ""  # key= sets the empty string
+    return _build(Config, raw, "")
+
+
+def to_dict(cfg: Any) -> Dict[str, Any]:
+    """Plain dict of a config (lists for tuples), as written into checkpoints and logs."""
+    return _plain(dataclasses.asdict(cfg))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _build(cls: type, raw: Dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=3)
+            hint = f"; did you mean {', '.join(prefix + c for c in close)}?" if close else ""
+            raise ValueError(f"unknown config key '{prefix}{key}'{hint} Valid keys here: {', '.join(names)}.")
+        kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ValueError(f"config key '{key}' is a section; give it a mapping")
+        return _build(tp, value, key + ".")
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        return _coerce(next(a for a in args if a is not type(None)), value, key)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ValueError(f"config key '{key}' takes {len(args)} values, got {value!r}")
+        return tuple(_coerce(a, v, key) for a, v in zip(args, value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"config key '{key}' takes a mapping, got {value!r}")
+        return {str(k): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if tp in (int, float, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
+        raise ValueError(f"config key '{key}' takes a {tp.__name__}, got {value!r}")
+    return value
+
+
+__all__ = ["AugmentConfig", "Config", "DataConfig", "MethodConfig", "OptimConfig", "load_config", "to_dict"]
