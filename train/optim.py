@@ -1,0 +1,96 @@
+"""LARS, parameter groups (no weight decay / no adaptation for bias and norm parameters) and the lr schedule."""
+import math
+from typing import Dict, List
+
+import torch
+from torch import nn
+
+from .config import Config, OptimConfig
+
+
+class LARS(torch.optim.Optimizer):
+    """LARS (You et al., 2017) as BYOL and solo-learn use it: SGD with momentum whose step for each adapted
+    parameter w (gradient g) is scaled by a trust ratio,
+
+        d = g + wd w,   r = eta ||w|| / (||g|| + wd ||w||)    (r = 1 where ||w|| or ||g|| is 0)
+        clip_lr:        r = min(r, lr) / lr                    (layer rate min(eta ||w|| / (||g|| + wd ||w||), lr))
+        v <- m v + r d,   w <- w - lr v
+
+    Groups with ``lars=False`` (biases and norm parameters) take d = g + wd w unscaled; their weight decay is 0
+    in the groups ``param_groups`` builds.
+    """
+
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001,
+                 clip_lr: bool = False):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, clip_lr=clip_lr,
+                                      lars=True))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            lr, wd = group["lr"], group["weight_decay"]
+            grads = [p.grad for p in params]
+            updates = torch._foreach_add(grads, params, alpha=wd) if wd else [g.clone() for g in grads]
+            if group["lars"]:
+                w_norm = torch.stack(torch._foreach_norm(params))
+                g_norm = torch.stack(torch._foreach_norm(grads))
+                ratio = torch.where((w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / (g_norm + wd * w_norm),
+                                    torch.ones_like(w_norm))
+                if group["clip_lr"] and lr > 0:
+                    ratio = ratio.clamp(max=lr) / lr
+                torch._foreach_mul_(updates, list(ratio.unbind()))
+            buffers = []
+            for p, u in zip(params, updates):
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                buffers.append(state["momentum_buffer"])
+            torch._foreach_mul_(buffers, group["momentum"])
+            torch._foreach_add_(buffers, updates)
+            torch._foreach_add_(params, buffers, alpha=-lr)
+        return loss
+
+
+def param_groups(model: nn.Module, cfg: OptimConfig, predictors: List[nn.Parameter]) -> List[Dict]:
+    """Groups by (bias / norm parameter, fixed-lr predictor): ``lars`` and ``weight_decay`` set per group."""
+    fixed = {id(p) for p in predictors} if cfg.fixed_predictor_lr else set()
+    groups: Dict[tuple, Dict] = {}
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        exempt = cfg.exclude_bias_norm and p.ndim <= 1
+        key = (exempt, id(p) in fixed)
+        group = groups.setdefault(key, dict(params=[], weight_decay=0.0 if exempt else cfg.weight_decay,
+                                            lars=not exempt, fixed_lr=key[1]))
+        group["params"].append(p)
+    return list(groups.values())
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig, predictors: List[nn.Parameter]) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg, predictors)
+    if cfg.name == "lars":
+        return LARS(groups, lr=cfg.lr, momentum=cfg.momentum, eta=cfg.eta, clip_lr=cfg.clip_lars_lr)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+    raise ValueError(f"optim.name='{cfg.name}': choose lars, sgd or adamw")
+
+
+def learning_rate(step: int, cfg: Config, steps_per_epoch: int) -> float:
+    """Linear warmup from 0 over ``warmup_epochs``, then a cosine (without restart) to ``min_lr``."""
+    total = cfg.epochs * steps_per_epoch
+    warmup = round(cfg.optim.warmup_epochs * steps_per_epoch)
+    if step < warmup:
+        return cfg.optim.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return cfg.optim.min_lr + (cfg.optim.lr - cfg.optim.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float, peak: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = peak if group.get("fixed_lr") else lr
