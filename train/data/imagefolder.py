@@ -1,0 +1,115 @@
+"""ImageFolder-layout image sets (``root/[split/]<class>/<image>``) from a folder or a tar, read as raw bytes.
+
+A ``.tar`` is indexed once (member offsets) and read by seek, so a multi-GB archive needs no unpacking; a
+``.tar.gz`` cannot be read by seek and is decompressed into memory (meant for small sets such as CIFAR-10).
+Decoding happens where the pipeline wants it (DataLoader workers, or the GPU); an image that cannot be decoded
+is replaced by the next readable one and counted, never a reason to stop a run.
+"""
+import os
+import tarfile
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple, Union
+
+import torch
+from torchvision.io import ImageReadMode, decode_image
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+class ImageFolder:
+    def __init__(self, path: str, split: str = ""):
+        self.path = Path(path)
+        self.split = split.strip("/")
+        if not self.path.exists():
+            raise FileNotFoundError(
+                f"data.path={path} does not exist. Unpack an ImageFolder set there (root/<class>/<image>), or point "
+                "data.path at a .tar / .tar.gz holding one (e.g. cifar10-jpeg.tar.gz with data.split=train)."
+            )
+        self._tar_handle: Optional[Tuple[int, object]] = None
+        self._blobs: Optional[List[bytes]] = None
+        self._offsets: Optional[List[Tuple[int, int]]] = None
+        if self.path.is_dir():
+            entries = self._scan_folder()
+        else:
+            entries = self._scan_tar()
+        if not entries:
+            raise FileNotFoundError(f"no images under {self.path}{'/' + self.split if self.split else ''}/<class>/")
+        self.classes = sorted({cls for cls, _ in entries})
+        class_index = {c: i for i, c in enumerate(self.classes)}
+        self.names = [name for _, name in entries]
+        self.labels = torch.tensor([class_index[cls] for cls, _ in entries])
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def read(self, i: int) -> bytes:
+        if self._blobs is not None:
+            return self._blobs[i]
+        if self._offsets is not None:
+            offset, size = self._offsets[i]
+            handle = self._tar()
+            handle.seek(offset)
+            return handle.read(size)
+        return (self.path / self.names[i]).read_bytes()
+
+    def decode(self, i: int, on_bad: Callable[[str, Exception], None]) -> Tuple[int, torch.Tensor]:
+        """(index, uint8 [3, H, W]) of image i, or of the next decodable one after reporting each bad one."""
+        for j in (i + k for k in range(len(self))):
+            j %= len(self)
+            try:
+                return j, decode_rgb(self.read(j))
+            except (RuntimeError, ValueError) as e:
+                on_bad(self.names[j], e)
+        raise RuntimeError(f"no decodable image in {self.path}")
+
+    # --- listing -------------------------------------------------------------------------------------------
+    def _scan_folder(self) -> List[Tuple[str, str]]:
+        root = self.path / self.split if self.split else self.path
+        entries = []
+        for cls in sorted(d.name for d in os.scandir(root) if d.is_dir()):
+            for f in sorted(os.listdir(root / cls)):
+                if f.lower().endswith(IMAGE_SUFFIXES):
+                    entries.append((cls, f"{self.split + '/' if self.split else ''}{cls}/{f}"))
+        return entries
+
+    def _scan_tar(self) -> List[Tuple[str, str]]:
+        prefix = self.split + "/" if self.split else ""
+        in_memory = not str(self.path).endswith(".tar")
+        entries, blobs, offsets = [], [], []
+        with tarfile.open(self.path) as tar:
+            members = [m for m in tar if m.isfile() and m.name.lstrip("./").startswith(prefix)
+                       and m.name.lower().endswith(IMAGE_SUFFIXES)]
+            members.sort(key=lambda m: m.name)
+            for m in members:
+                parts = m.name.lstrip("./")[len(prefix):].split("/")
+                if len(parts) != 2:
+                    continue
+                entries.append((parts[0], m.name))
+                if in_memory:
+                    blobs.append(tar.extractfile(m).read())
+                else:
+                    offsets.append((m.offset_data, m.size))
+        if in_memory:
+            self._blobs = blobs
+        else:
+            self._offsets = offsets
+        return entries
+
+    def _tar(self):
+        pid = os.getpid()  # one handle per process: DataLoader workers must not share a file position
+        if self._tar_handle is None or self._tar_handle[0] != pid:
+            self._tar_handle = (pid, open(self.path, "rb"))
+        return self._tar_handle[1]
+
+    def __getstate__(self) -> Dict:
+        state = dict(self.__dict__)
+        state["_tar_handle"] = None
+        return state
+
+
+def decode_rgb(data: Union[bytes, torch.Tensor], device: Union[str, torch.device] = "cpu") -> torch.Tensor:
+    """uint8 [3, H, W] RGB from encoded bytes; RuntimeError for data that is not a decodable image."""
+    if len(data) == 0:
+        raise RuntimeError("empty file")
+    encoded = data if isinstance(data, torch.Tensor) else torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    return decode_image(encoded, mode=ImageReadMode.RGB).to(device)
