@@ -1,0 +1,130 @@
+"""Self-supervised pretraining: one recipe (YAML) -> a run folder with checkpoints, log.jsonl and TensorBoard.
+
+    torchrun --nproc_per_node=G [--nnodes=N --rdzv_endpoint=...] -m train.pretrain --config train/configs/R.yaml [k=v ...]
+    python -m train.pretrain --config train/configs/R.yaml [key=value ...]      (one process, CPU included)
+
+The path of one batch, top to bottom in ``train``:
+    images (sampler: step -> indices) -> views (augmentation, per-image randomness) -> online backbone features
+    per level -> projector -> predictor | target projection -> per-level losses -> weighted sum -> backward
+    -> optimizer step -> EMA update -> log (loss per level, collapse std, img/s) -> checkpoint.
+"""
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+import yaml
+from torch.nn.parallel import DistributedDataParallel
+
+from . import checkpoint, distributed
+from .config import Config, load_config, to_dict
+from .data import build_pipeline
+from .methods import build_model
+from .methods.byol import ema_tau
+from .optim import build_optimizer, learning_rate, set_learning_rate
+from .runlog import RunLog
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights became non-finite; the last checkpoint on disk is the last good one."""
+
+
+def train(cfg: Config) -> Path:
+    env = distributed.setup(cfg.device)
+    torch.manual_seed(cfg.seed)
+    run_dir = cfg.run_dir
+    data = build_pipeline(cfg, env.rank, env.world, env.device)
+    steps_per_epoch = data.sampler.steps_per_epoch
+    total = cfg.epochs * steps_per_epoch
+    stop = min(total, cfg.max_steps or total)
+
+    model = build_model(cfg)
+    if env.world > 1 and cfg.sync_bn:
+        model = distributed.convert_sync_batchnorm(model, env.device)
+    model = model.to(env.device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
+    optimizer = build_optimizer(model, cfg.optim, model.predictor_parameters())
+    resumed = checkpoint.find_resume(cfg)
+    start = checkpoint.restore(resumed, cfg, model, optimizer) if resumed else 0
+    net = model
+    if env.world > 1:
+        net = DistributedDataParallel(model, device_ids=[env.device] if env.device.type == "cuda" else None,
+                                      broadcast_buffers=False)
+    forward = torch.compile(net) if cfg.compile else net
+    if cfg.amp not in ("bf16", "none"):
+        raise ValueError(f"amp='{cfg.amp}': choose bf16 or none")
+    autocast = torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
+
+    log = RunLog(run_dir, env.main, cfg.tensorboard, cfg.progress, start, stop, cfg.batch_size)
+    if env.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        log.message(f"{cfg.name}: {cfg.model}, levels '{cfg.method.levels}', {env.world} process(es) on "
+                    f"{env.device.type}, steps {start}..{stop} of {total}" + (f" (resumed {resumed.path})" if resumed else ""))
+    nonfinite = torch.zeros((), device=env.device)
+    checked, reported_bad = start, 0
+    model.train()
+    batches = data.batches(start, stop)
+    for step in range(start, stop):
+        batch = next(batches)  # load
+        views = data.augment(batch, step)  # augment, on the device for the gpu pipeline
+        set_learning_rate(optimizer, learning_rate(step, cfg, steps_per_epoch), cfg.optim.lr)
+        with autocast:
+            out = forward(views)  # features per level -> heads -> per-level losses, weighted sum in out["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        optimizer.step()
+        model.update_target(ema_tau(step, total, cfg.method.tau))  # EMA target (BYOL); no-op for SimSiam
+        nonfinite += ~torch.isfinite(out["loss"].detach())
+        log.accumulate(out)
+        log.step()
+
+        done = step + 1
+        save = done % cfg.checkpoint_every == 0 or done == stop
+        if done % cfg.log_every == 0 or save:
+            _guard(nonfinite, model, checked, done, run_dir)
+            checked = done
+            log.flush(done, {"epoch": done / steps_per_epoch, "lr": learning_rate(step, cfg, steps_per_epoch),
+                             "tau": ema_tau(step, total, cfg.method.tau), "bad_images": len(data.bad_images)})
+            if len(data.bad_images) > reported_bad:
+                log.message(f"skipped unreadable images (replaced by the next readable one): "
+                            f"{', '.join(data.bad_images[reported_bad:])}")
+                reported_bad = len(data.bad_images)
+        if save and env.main:
+            checkpoint.save(run_dir / "last.pt", cfg, model, optimizer, done, steps_per_epoch,
+                            extra={"bad_images": list(data.bad_images)})
+    log.close()
+    distributed.cleanup()
+    return run_dir
+
+
+def _guard(nonfinite: torch.Tensor, model: torch.nn.Module, checked: int, done: int, run_dir: Path) -> None:
+    weights_finite = torch.isfinite(torch.stack(torch._foreach_norm(list(model.parameters())))).all()
+    if bool(nonfinite > 0) or not bool(weights_finite):
+        last = run_dir / "last.pt"
+        kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
+        raise TrainingDiverged(
+            f"the loss or the weights became non-finite between steps {checked} and {done}; {kept}. Lower optim.lr "
+            "(or lengthen optim.warmup_epochs), check the data, then resume from it."
+        )
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train.pretrain", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", help="recipe YAML (train/configs/*.yaml); defaults without")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. optim.lr=0.5 epochs=1 data.path=...")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except (ValueError, FileNotFoundError) as e:
+        parser.error(str(e))
+    try:
+        train(cfg)
+    except TrainingDiverged as e:
+        print(f"train.pretrain: stopped: {e}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
