@@ -1,0 +1,156 @@
+"""train/data: image sources, corrupt images, and the GPU pipeline against the torchvision.transforms.v2 one.
+
+The GPU pipeline runs on the CPU here (same code, device-agnostic); the comparison is of distributions over
+many draws: crop geometry read off a coordinate-encoding image, colour statistics of real CIFAR-10 images.
+"""
+import io
+import shutil
+import tarfile
+
+import pytest
+import torch
+
+from helpers import SAMPLE
+from train.config import AugmentConfig, DataConfig
+from train.data import ImageFolder, StepSampler
+from train.data.cpu_augment import CpuPipeline, view_transform
+from train.data.gpu_augment import Draw, GpuPipeline, augment_view, crop_resize
+from train.data.imagefolder import decode_rgb
+from train.data.views import ViewSpec
+
+N = 1600
+
+
+def draws_cpu(image, spec, data, n=N):
+    transform = view_transform(spec, data)
+    out = []
+    for k in range(n):
+        torch.manual_seed(k)
+        out.append(transform(image))
+    return torch.stack(out)
+
+
+def draws_gpu(images, spec, data, n=N):
+    batch = images.expand(n, -1, -1, -1) if images.shape[0] == 1 else images.repeat(n // len(images), 1, 1, 1)
+    return augment_view(batch, spec, data, Draw(torch.Generator().manual_seed(0), len(batch), slice(None)))
+
+
+def summary(values: torch.Tensor):
+    values = values.double()
+    return torch.cat([values.mean(0, keepdim=True), torch.quantile(values, torch.tensor([0.1, 0.5, 0.9]).double(), dim=0)])
+
+
+def coordinate_image(h=40, w=56):
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    return torch.stack([xs * 255 // (w - 1), ys * 255 // (h - 1), torch.full_like(xs, 128)]).to(torch.uint8)
+
+
+def geometry(views):
+    r, g = views[:, 0], views[:, 1]
+    width, height = r.amax((1, 2)) - r.amin((1, 2)), g.amax((1, 2)) - g.amin((1, 2))
+    flipped = (r[:, :, -1] - r[:, :, 0]).mean(1) < 0
+    return torch.stack([width, height, r.mean((1, 2)), g.mean((1, 2)), flipped.float()], 1)
+
+
+PLAIN = dict(jitter_p=0.0, gray_p=0.0, blur_p=(0.0, 0.0), solarize_p=(0.0, 0.0))
+
+
+def test_crop_geometry_matches_torchvision():
+    data = DataConfig(mean=(0, 0, 0), std=(1, 1, 1), augment=AugmentConfig(**PLAIN))
+    spec = ViewSpec("global", 24, (0.08, 1.0), 0.0, 0.0)
+    image = coordinate_image()
+    ours, reference = geometry(draws_gpu(image[None], spec, data)), geometry(draws_cpu(image, spec, data))
+    torch.testing.assert_close(summary(ours), summary(reference), atol=0.035, rtol=0)
+
+
+def test_cutout_area_matches_torchvision():
+    data = DataConfig(mean=(0, 0, 0), std=(1, 1, 1), augment=AugmentConfig(**PLAIN))
+    spec = ViewSpec("cutout", 24, (1.0, 1.0), 0.0, 0.0, cutout=True)
+    image = coordinate_image(32, 32) // 2 + 64  # no pixel is 0 before the cutout
+    erased = lambda v: (v == 0).all(1).float().mean((1, 2))[:, None]  # noqa: E731
+    ours, reference = erased(draws_gpu(image[None], spec, data)), erased(draws_cpu(image, spec, data))
+    torch.testing.assert_close(summary(ours), summary(reference), atol=0.03, rtol=0)
+
+
+def test_colour_statistics_match_torchvision():
+    data = DataConfig(mean=(0, 0, 0), std=(1, 1, 1), augment=AugmentConfig(flip_p=0.0))
+    spec = ViewSpec("global", 32, (1.0, 1.0), 0.5, 0.2)  # whole image: only the colour operations vary
+    images = torch.stack([decode_rgb(p.read_bytes()) for p in sorted(SAMPLE.glob("train/*/*.jpg"))])
+
+    def stats(v):
+        grayness = (v - v.mean(1, keepdim=True)).abs().mean((1, 2, 3))
+        return torch.stack([*v.mean((2, 3)).T, v.std((1, 2, 3)), grayness], 1)
+
+    ours = stats(draws_gpu(images, spec, data))
+    reference = stats(torch.cat([draws_cpu(img, spec, data, N // len(images)) for img in images]))
+    torch.testing.assert_close(summary(ours), summary(reference), atol=0.03, rtol=0)
+
+
+def test_batched_crop_resize_equals_per_image_interpolation():
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (16, 3, 32, 40), dtype=torch.uint8)
+    h, w = torch.randint(4, 25, (16,)).float(), torch.randint(4, 25, (16,)).float()
+    top, left = torch.floor(torch.rand(16) * (32 - h + 1)), torch.floor(torch.rand(16) * (40 - w + 1))
+    boxes, flips = torch.stack([top, left, h, w], 1), torch.rand(16) < 0.5
+    batched = crop_resize(images, boxes, flips, 24)  # every crop upsamples: the grid_sample path
+    per_image = crop_resize(list(images), boxes, flips, 24)
+    torch.testing.assert_close(batched, per_image, atol=2e-5, rtol=0)
+
+
+def test_tar_and_folder_sources_agree(tmp_path):
+    for suffix, mode in ((".tar", "w"), (".tar.gz", "w:gz")):
+        archive = tmp_path / f"sample{suffix}"
+        with tarfile.open(archive, mode) as tar:
+            tar.add(SAMPLE, arcname=".")
+        folder, packed = ImageFolder(str(SAMPLE), "test"), ImageFolder(str(archive), "test")
+        assert packed.classes == folder.classes and len(packed) == len(folder) == 40  # 4 per class
+        assert torch.equal(packed.labels, folder.labels)
+        assert [packed.read(i) for i in (0, 17, 39)] == [folder.read(i) for i in (0, 17, 39)]
+
+
+@pytest.fixture
+def folder_with_corrupt_image(tmp_path):
+    root = tmp_path / "set"
+    shutil.copytree(SAMPLE / "train", root)
+    bad = sorted(root.glob("cat/*.jpg"))[0]
+    bad.write_bytes(bad.read_bytes()[:100])  # truncated JPEG
+    return root, f"cat/{bad.name}"
+
+
+@pytest.mark.parametrize("pipeline", ["cpu", "gpu", "gpu_in_memory"])
+def test_corrupt_image_is_skipped_and_counted(folder_with_corrupt_image, pipeline):
+    root, bad_name = folder_with_corrupt_image
+    images = ImageFolder(str(root))
+    data = DataConfig(path=str(root), split="", workers=0, image_size=32, in_memory=pipeline == "gpu_in_memory")
+    sampler = StepSampler(len(images), 40, seed=0)
+    specs = [ViewSpec("global", 32, (0.08, 1.0), 0.0, 0.0)] * 2
+    cls = CpuPipeline if pipeline == "cpu" else GpuPipeline
+    extra = () if pipeline == "cpu" else (0,)
+    pipe = cls(images, specs, data, sampler, torch.device("cpu"), False, *extra)
+    for step, batch in enumerate(pipe.batches(0, 2)):
+        views = pipe.augment(batch, step)
+        assert views["global"][0].shape == (40, 3, 32, 32) and torch.isfinite(views["global"][1]).all()
+    assert pipe.bad_images == [bad_name]
+
+
+def test_sampler_shards_one_global_batch():
+    whole = StepSampler(100, 8, seed=3)
+    halves = [StepSampler(100, 8, seed=3, rank=r, world=2) for r in range(2)]
+    for step in (0, 11, 12, 25):  # 12 steps per epoch: 11 and 12 straddle an epoch
+        assert torch.equal(torch.cat([h.indices(step) for h in halves]), whole.indices(step))
+        assert torch.equal(torch.cat([h.sample_seeds(step) for h in halves]), whole.sample_seeds(step))
+    epoch = torch.cat([whole.indices(s) for s in range(12)])
+    assert len(set(epoch.tolist())) == 96  # drop-last: each image at most once per epoch
+    with pytest.raises(ValueError, match="divisible"):
+        StepSampler(100, 9, seed=0, world=2)
+
+
+def test_missing_data_path_says_what_to_do():
+    with pytest.raises(FileNotFoundError, match="ImageFolder set"):
+        ImageFolder("/no/such/data")
+
+
+def test_decode_rejects_non_images():
+    for data in (b"", b"not an image" * 10, io.BytesIO(b"\xff\xd8\xff\xe0" + b"\0" * 50).getvalue()):
+        with pytest.raises(RuntimeError):
+            decode_rgb(data)

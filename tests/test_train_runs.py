@@ -1,0 +1,184 @@
+"""train.pretrain end to end on the CPU: exact resume after kill -9, a real 2-process gloo DDP run equal to one
+process on the same global batch, export -> create_model round trip, the NaN guard, unreadable images."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import ladder_zoo
+from helpers import ROOT, SAMPLE
+from train.config import load_config
+from train.methods import build_model
+from train.pretrain import TrainingDiverged, train
+
+ARCH = "ladder_byol_r18_cifar"
+TINY = [
+    f"model={ARCH}", "method.levels=G G G G", "method.proj_hidden=64", "method.proj_out=32", "method.pred_hidden=64",
+    f"data.path={SAMPLE}", "data.split=train", "data.image_size=32", "data.in_memory=true", "data.workers=0",
+    "data.mean=[0.4914, 0.4822, 0.4465]", "data.std=[0.247, 0.2435, 0.2616]", "data.augment.blur_p=[0.0, 0.0]",
+    "batch_size=8", "epochs=2", "optim.lr=1.0", "optim.eta=0.02", "optim.clip_lars_lr=true", "optim.warmup_epochs=1",
+    "optim.weight_decay=1e-5", "method.tau=0.99", "amp=none", "channels_last=false", "device=cpu", "progress=false",
+    "tensorboard=false", "log_every=1",
+]  # 40 images, batch 8: 5 steps per epoch, 10 steps
+
+
+def pretrain(out_dir, *overrides, nproc=1, check=True, **popen):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] \
+        if nproc > 1 else [sys.executable]
+    cmd = [*launcher, "-m", "train.pretrain", *TINY, f"out_dir={out_dir}", *overrides]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    if popen:
+        return subprocess.Popen(cmd, env=env, cwd=ROOT, **popen)
+    result = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def weights(run_dir):
+    return torch.load(run_dir / "last.pt", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "whole"
+    pretrain(run_dir, "checkpoint_every=3")
+    return run_dir
+
+
+def test_run_logs_levels_and_collapse_monitor(uninterrupted):
+    records = [json.loads(line) for line in (uninterrupted / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 11))
+    last = records[-1]
+    for level in ("res2", "res3", "res4", "res5"):
+        assert f"loss/{level}" in last and 0 < last[f"std/{level}"] < 1
+    assert records[-1]["loss"] < records[0]["loss"]
+    ckpt = ladder_zoo.load_ssl_checkpoint(uninterrupted / "last.pt")
+    assert ckpt.step == 10 and ckpt.data["epoch"] == 2 and ckpt.optimizer["state"]
+    assert {"backbone.conv1.weight", "target_backbone.conv1.weight", "predictors.res2.global.0.weight"} <= set(ckpt.model)
+
+
+def test_kill_and_resume_ends_with_the_same_weights(uninterrupted, tmp_path):
+    run_dir = tmp_path / "killed"
+    proc = pretrain(run_dir, "checkpoint_every=3", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (run_dir / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    step = torch.load(run_dir / "last.pt", weights_only=True)["step"]
+    assert step < 10, "the run was to be killed before its end"
+    pretrain(run_dir, "checkpoint_every=3")  # resume=auto
+    resumed, whole = weights(run_dir), weights(uninterrupted)
+    assert resumed["step"] == 10
+    for key in ("model", "optimizer"):
+        flat_a, flat_b = _flatten(resumed[key]), _flatten(whole[key])
+        assert flat_a.keys() == flat_b.keys()
+        assert all(torch.equal(flat_a[k], flat_b[k]) for k in flat_a), key
+    log_steps = [json.loads(line)["step"] for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert log_steps[-10 + step:] == list(range(step + 1, 11))
+
+
+def test_resume_refuses_another_recipe(uninterrupted, tmp_path):
+    run_dir = tmp_path / "other"
+    shutil.copytree(uninterrupted, run_dir)
+    result = pretrain(run_dir, "optim.lr=0.5", check=False)
+    assert result.returncode != 0 and "optim.lr: 1.0 -> 0.5" in result.stderr
+
+
+def test_two_process_ddp_equals_one_process(tmp_path):
+    """Same global batch of 8: one process, or two of 4 with SyncBatchNorm and averaged gradients. Equal up to
+    float32 rounding (the BN statistics and all-reduce sums are ordered differently); without SyncBatchNorm the
+    per-process batch statistics make the runs differ by orders of magnitude more."""
+    def final(name, *overrides, nproc):
+        pretrain(tmp_path / name, "max_steps=3", "checkpoint_every=3", *overrides, nproc=nproc)
+        return {k: v for k, v in _flatten(weights(tmp_path / name)["model"]).items() if v.is_floating_point()}
+
+    def relative_gap(a, b):  # || a - b || / || a || over every float tensor of the model state
+        return float(sum(((a[k] - b[k]) ** 2).sum() for k in a) ** 0.5 / sum((a[k] ** 2).sum() for k in a) ** 0.5)
+
+    one, two = final("one", nproc=1), final("two", nproc=2)
+    assert one.keys() == two.keys()
+    initial = {k: v for k, v in _flatten(build_model(load_config(None, TINY)).state_dict()).items()
+               if v.is_floating_point()}
+    assert relative_gap(one, initial) > 1e-2  # the runs moved
+    assert relative_gap(one, two) < 1e-5
+    unsynced = final("unsynced", "sync_bn=false", nproc=2)
+    assert relative_gap(one, unsynced) > 1e-3
+
+
+def test_export_round_trip(uninterrupted, tmp_path, monkeypatch):
+    out = tmp_path / "hub" / "ladder-zoo" / f"{ARCH}.cifar10_200ep"
+    result = subprocess.run([sys.executable, "-m", "train.export", str(uninterrupted / "last.pt"), "--out", str(out),
+                             "--dtype", "fp32"], env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    index = json.loads((out / "model.safetensors.index.json").read_text())  # fp32 ResNet-18 (45 MB): sharded
+    shards = set(index["weight_map"].values())
+    assert len(shards) >= 2 and {p.name for p in out.iterdir()} == {
+        "config.json", "README.md", "model.safetensors.index.json", *shards}
+    assert all(p.stat().st_size < 25_000_000 for p in out.iterdir())
+    card = (out / "README.md").read_text()
+    assert "exported after step 10" in card and "levels `G G G G`" in card
+    config = json.loads((out / "config.json").read_text())
+    assert config["architecture"] == ARCH and config["ladder_zoo"]["step"] == 10
+
+    monkeypatch.setenv("LADDER_ZOO_HUB_DIR", str(tmp_path / "hub"))
+    exported = ladder_zoo.create_model(f"{ARCH}.cifar10_200ep", pretrained=True, features_only=True).eval()
+    trained = ladder_zoo.create_model(ARCH, features_only=True).eval()
+    trained.load_state_dict(ladder_zoo.load_ssl_checkpoint(uninterrupted / "last.pt").backbone_state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for a, b in zip(exported(x), trained(x)):
+            assert torch.equal(a, b)
+
+
+def test_nan_guard_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from train.methods.ladder import LadderSiamese
+
+    forward, calls = LadderSiamese.forward, []
+
+    def poisoned(self, views):
+        out = forward(self, views)
+        calls.append(1)
+        if len(calls) > 4:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(LadderSiamese, "forward", poisoned)
+    cfg = load_config(None, [*TINY, f"out_dir={tmp_path}", "checkpoint_every=2"])
+    with pytest.raises(TrainingDiverged, match=f"between steps 4 and 5; the last good checkpoint is {tmp_path}"):
+        train(cfg)
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 4
+
+
+def test_unreadable_image_is_reported_and_training_goes_on(tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(SAMPLE / "train", data)
+    bad = sorted(data.glob("dog/*.jpg"))[1]
+    bad.write_bytes(b"\x00" * 64)
+    result = pretrain(tmp_path / "run", f"data.path={data}", "data.split=", "data.in_memory=false", "max_steps=5")
+    assert f"skipped unreadable images (replaced by the next readable one): dog/{bad.name}" in result.stderr
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert records[-1]["bad_images"] == 1 and records[-1]["step"] == 5
+
+
+def _flatten(tree, prefix=""):
+    out = {}
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+    elif isinstance(tree, (list, tuple)):
+        for i, v in enumerate(tree):
+            out.update(_flatten(v, f"{prefix}{i}."))
+    elif isinstance(tree, torch.Tensor):
+        out[prefix[:-1]] = tree
+    else:
+        out[prefix[:-1]] = torch.tensor(tree) if isinstance(tree, (int, float, bool)) else torch.tensor(0)
+    return out
