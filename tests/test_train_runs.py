@@ -182,3 +182,27 @@ def _flatten(tree, prefix=""):
     else:
         out[prefix[:-1]] = torch.tensor(tree) if isinstance(tree, (int, float, bool)) else torch.tensor(0)
     return out
+
+
+CIFAR_RECIPES = sorted((ROOT / "train" / "configs").glob("*_cifar10_200ep.yaml"))
+SMALL = ["method.proj_hidden=64", "method.proj_out=32", "method.pred_hidden=32", "method.dense_hidden=32",
+         "method.dense_out=16", "batch_size=8", f"data.path={SAMPLE}", "data.split=train", "data.workers=0",
+         "device=cpu", "progress=false", "tensorboard=false", "max_steps=2", "log_every=1", "amp=none"]
+
+
+@pytest.mark.parametrize("recipe", CIFAR_RECIPES, ids=lambda p: p.stem)
+def test_every_cifar_recipe_trains(recipe, tmp_path):
+    run_dir = train(load_config(str(recipe), [*SMALL, f"out_dir={tmp_path}"]))
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2] and all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
+
+
+def test_imagenet_recipe_with_the_file_pipeline_bf16_channels_last_tensorboard(tmp_path):
+    """An R50 ImageNet recipe at 64 px on JPEG files: the GPU pipeline's file path (decode per batch), bf16
+    autocast, channels_last and TensorBoard, on the CPU; then the CPU pipeline with two DataLoader workers."""
+    recipe = str(ROOT / "train" / "configs" / "ladder_densebyol_r50_in1k_200ep.yaml")
+    overrides = [*SMALL, "amp=bf16", "channels_last=true", "tensorboard=true", "data.image_size=64", "batch_size=4"]
+    run_dir = train(load_config(recipe, [*overrides, f"out_dir={tmp_path / 'gpu'}"]))
+    assert list((run_dir / "tb").iterdir()) and (run_dir / "last.pt").is_file()
+    run_dir = train(load_config(recipe, [*overrides, "data.pipeline=cpu", "data.workers=2", f"out_dir={tmp_path / 'cpu'}"]))
+    assert json.loads((run_dir / "log.jsonl").read_text().splitlines()[-1])["step"] == 2

@@ -22,7 +22,11 @@ class RunLog:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.file = open(run_dir / "log.jsonl", "a")
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as e:
+                raise ImportError("tensorboard=true needs the tensorboard package: pip install 'ladder-zoo[train]', "
+                                  "or set tensorboard=false") from e
 
             self.writer = SummaryWriter(str(run_dir / "tb"))
         if progress:
