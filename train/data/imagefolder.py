@@ -75,25 +75,19 @@ class ImageFolder:
     def _scan_tar(self) -> List[Tuple[str, str]]:
         prefix = self.split + "/" if self.split else ""
         in_memory = not str(self.path).endswith(".tar")
-        entries, blobs, offsets = [], [], []
-        with tarfile.open(self.path) as tar:
-            members = [m for m in tar if m.isfile() and m.name.lstrip("./").startswith(prefix)
-                       and m.name.lower().endswith(IMAGE_SUFFIXES)]
-            members.sort(key=lambda m: m.name)
-            for m in members:
-                parts = m.name.lstrip("./")[len(prefix):].split("/")
-                if len(parts) != 2:
-                    continue
-                entries.append((parts[0], m.name))
-                if in_memory:
-                    blobs.append(tar.extractfile(m).read())
-                else:
-                    offsets.append((m.offset_data, m.size))
+        found = []  # (class, member name, bytes or (offset, size)), read in archive order: a gzip stream cannot seek back
+        with tarfile.open(self.path, "r:*" if in_memory else "r:") as tar:
+            for m in tar:
+                name = m.name[2:] if m.name.startswith("./") else m.name
+                parts = name[len(prefix):].split("/")
+                if m.isfile() and name.startswith(prefix) and len(parts) == 2 and name.lower().endswith(IMAGE_SUFFIXES):
+                    found.append((parts[0], m.name, tar.extractfile(m).read() if in_memory else (m.offset_data, m.size)))
+        found.sort(key=lambda f: f[1])
         if in_memory:
-            self._blobs = blobs
+            self._blobs = [f[2] for f in found]
         else:
-            self._offsets = offsets
-        return entries
+            self._offsets = [f[2] for f in found]
+        return [(cls, name) for cls, name, _ in found]
 
     def _tar(self):
         pid = os.getpid()  # one handle per process: DataLoader workers must not share a file position
