@@ -3,6 +3,7 @@
     ladder-zoo list [PATTERN] [--pretrained]
     ladder-zoo info NAME
     ladder-zoo features NAME IMAGE... [--out FEATS.safetensors] [--random-init | --checkpoint PATH]
+    ladder-zoo convert NAME --to detectron2|mmdet OUT [--checkpoint PATH]
 """
 from __future__ import annotations
 
@@ -46,6 +47,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--skip-unreadable", action="store_true", help="skip (and list) images that cannot be decoded")
     p.set_defaults(run=_features)
+
+    p = sub.add_parser("convert", help="write a zoo model's weights for detectron2's or mmdet's ResNet")
+    p.add_argument("name", help="zoo name with a published tag, or any zoo name with --checkpoint")
+    p.add_argument("--to", choices=["detectron2", "mmdet"], required=True)
+    p.add_argument("out", type=Path, help="OUT.pkl (detectron2) or OUT.pth (mmdet)")
+    p.add_argument("--checkpoint", help="weights file, Hub-layout folder or SSL checkpoint instead of the tag's")
+    p.add_argument("--revision", help="Hub branch, tag or commit of the weights")
+    p.set_defaults(run=_convert)
 
     args = parser.parse_args(argv)
     try:
@@ -175,6 +184,27 @@ def _features(args) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(args.out), metadata=meta)
         print(f"saved {', '.join(f'{k} {tuple(v.shape)}' for k, v in tensors.items())} to {args.out}")
+    return 0
+
+
+def _convert(args) -> int:
+    if args.to == "detectron2":
+        from .integrations.detectron2 import convert
+    else:
+        from .integrations.mmdet import convert
+    stats = convert(args.name, args.out, checkpoint=args.checkpoint, revision=args.revision)
+    depth = 50 if "_r50" in args.name else 18
+    print(f"wrote {args.out} for {args.to}'s ResNet-{depth}. The weights take RGB input, mean {stats['mean']}, "
+          f"std {stats['std']} (0-255 pixels).")
+    if args.to == "detectron2":
+        extra = " MODEL.RESNETS.RES2_OUT_CHANNELS 64" if depth == 18 else ""
+        print(f"detectron2 config: MODEL.WEIGHTS {args.out} MODEL.BACKBONE.NAME build_resnet_fpn_backbone "
+              f"MODEL.RESNETS.DEPTH {depth} MODEL.RESNETS.STRIDE_IN_1X1 False{extra} INPUT.FORMAT RGB "
+              f"MODEL.PIXEL_MEAN \"{stats['mean']}\" MODEL.PIXEL_STD \"{stats['std']}\"")
+    else:
+        print(f"mmdet config: backbone=dict(type='ResNet', depth={depth}, init_cfg=dict(type='Pretrained', "
+              f"checkpoint='{args.out}')), data_preprocessor=dict(mean={stats['mean']}, std={stats['std']}, "
+              "bgr_to_rgb=True)")
     return 0
 
 

@@ -1,0 +1,57 @@
+"""What every detection adapter needs: frozen BatchNorm, frozen stages, feature names / channels / strides
+read off ``feature_info``, and the pixel statistics of the weights' ``pretrained_cfg``."""
+from typing import Dict, List, Tuple
+
+from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from ..models import LEVELS
+
+STAGE_MODULES = (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))  # stem, res2..res5
+
+
+def frozen_batchnorm(module: nn.Module) -> nn.Module:
+    """Every BatchNorm2d replaced by torchvision's FrozenBatchNorm2d holding the same statistics and affine."""
+    if isinstance(module, nn.BatchNorm2d):
+        frozen = FrozenBatchNorm2d(module.num_features, eps=module.eps)
+        frozen.running_mean.copy_(module.running_mean)
+        frozen.running_var.copy_(module.running_var)
+        if module.affine:
+            frozen.weight.copy_(module.weight.detach())
+            frozen.bias.copy_(module.bias.detach())
+        return frozen
+    for name, child in module.named_children():
+        setattr(module, name, frozen_batchnorm(child))
+    return module
+
+
+def freeze_levels(model: nn.Module, levels: int, eval_mode: bool = False) -> None:
+    """Stop gradients to the first ``levels`` levels (0 none, 1 the stem, 2 stem and res2, ... 5 all), and with
+    ``eval_mode`` put them in eval mode too (mmdet's ``frozen_stages``)."""
+    children = dict(model.named_children())
+    for names in STAGE_MODULES[:levels]:
+        for name in names:
+            if name in children:
+                children[name].requires_grad_(False)
+                if eval_mode:
+                    children[name].eval()
+
+
+def feature_specs(model: nn.Module) -> List[Tuple[str, int, int]]:
+    """(level name, channels, stride) of each output of a ``features_only`` zoo model."""
+    info = model.feature_info
+    return [(LEVELS[i], c, r) for i, c, r in zip(info.out_indices, info.channels(), info.reduction())]
+
+
+def pixel_stats(model: nn.Module, scale: float = 255.0) -> Dict[str, List[float]]:
+    """Mean and std the weights expect, RGB, on the 0..``scale`` pixel range detection frameworks feed."""
+    cfg = model.pretrained_cfg
+    return {"mean": [round(m * scale, 4) for m in cfg["mean"]], "std": [round(s * scale, 4) for s in cfg["std"]]}
+
+
+def check_convertible(name: str) -> None:
+    if name.split(".")[0].endswith("_cifar"):
+        raise ValueError(
+            f"{name} has the CIFAR stem (3x3 stride-1 conv1, no max-pool), which detectron2's and mmdet's ResNet "
+            "cannot hold; convert an r18 / r50 name, or use the ladder_zoo backbone adapters directly."
+        )
