@@ -107,3 +107,19 @@ def test_torch_hub_local_matches_create_model(released):
     with torch.no_grad():
         for a, b in zip(model(x), reference_features(ARCH, released, x)):
             torch.testing.assert_close(a, b)
+
+
+def test_convert_prints_the_framework_settings(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from helpers import random_state_dict
+
+    save_file(random_state_dict("byol_r18", seed=2), str(tmp_path / "w.safetensors"))
+    assert main(["convert", "byol_r18", "--to", "detectron2", str(tmp_path / "d2.pkl"),
+                 "--checkpoint", str(tmp_path / "w.safetensors")]) == 0
+    out = capsys.readouterr().out
+    assert "MODEL.RESNETS.DEPTH 18 MODEL.RESNETS.STRIDE_IN_1X1 False MODEL.RESNETS.RES2_OUT_CHANNELS 64" in out
+    assert "INPUT.FORMAT RGB" in out and (tmp_path / "d2.pkl").is_file()
+    assert main(["convert", "byol_r18", "--to", "mmdet", str(tmp_path / "mm.pth"),
+                 "--checkpoint", str(tmp_path / "w.safetensors")]) == 0
+    assert "bgr_to_rgb=True" in capsys.readouterr().out
