@@ -206,3 +206,9 @@ def test_imagenet_recipe_with_the_file_pipeline_bf16_channels_last_tensorboard(t
     assert list((run_dir / "tb").iterdir()) and (run_dir / "last.pt").is_file()
     run_dir = train(load_config(recipe, [*overrides, "data.pipeline=cpu", "data.workers=2", f"out_dir={tmp_path / 'cpu'}"]))
     assert json.loads((run_dir / "log.jsonl").read_text().splitlines()[-1])["step"] == 2
+
+
+def test_zoo_model_must_train_with_its_declared_normalisation(tmp_path):
+    cfg = load_config(None, [*TINY, f"out_dir={tmp_path}", "data.mean=[0.485, 0.456, 0.406]"])
+    with pytest.raises(ValueError, match=r"data.mean=\[0.485, 0.456, 0.406\] differs from ladder_byol_r18_cifar's"):
+        train(cfg)

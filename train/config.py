@@ -132,6 +132,11 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Co
     return _build(Config, raw, "")
 
 
+def config_from_dict(raw: Dict[str, Any]) -> Config:
+    """The Config a checkpoint recorded (``to_dict`` output), validated like a recipe."""
+    return _build(Config, raw, "")
+
+
 def to_dict(cfg: Any) -> Dict[str, Any]:
     """Plain dict of a config (lists for tuples), as written into checkpoints and logs."""
     return _plain(dataclasses.asdict(cfg))
@@ -188,4 +193,5 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     return value
 
 
-__all__ = ["AugmentConfig", "Config", "DataConfig", "MethodConfig", "OptimConfig", "load_config", "to_dict"]
+__all__ = ["AugmentConfig", "Config", "DataConfig", "MethodConfig", "OptimConfig", "config_from_dict", "load_config",
+           "to_dict"]

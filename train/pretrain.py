@@ -18,6 +18,8 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 
 from . import checkpoint, distributed
+from ladder_zoo.models import ARCHITECTURES
+
 from .config import Config, load_config, to_dict
 from .data import build_pipeline
 from .methods import build_model
@@ -40,6 +42,7 @@ def train(cfg: Config) -> Path:
     stop = min(total, cfg.max_steps or total)
 
     model = build_model(cfg)
+    _check_normalisation(cfg, model.backbone)
     if env.world > 1 and cfg.sync_bn:
         model = distributed.convert_sync_batchnorm(model, env.device)
     model = model.to(env.device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
@@ -96,6 +99,20 @@ def train(cfg: Config) -> Path:
     log.close()
     distributed.cleanup()
     return run_dir
+
+
+def _check_normalisation(cfg: Config, backbone: torch.nn.Module) -> None:
+    """A zoo model's exported weights declare its pretrained_cfg mean / std: training must use the same."""
+    if cfg.model not in ARCHITECTURES:
+        return
+    declared = backbone.pretrained_cfg
+    for key in ("mean", "std"):
+        if any(abs(a - b) > 1e-4 for a, b in zip(getattr(cfg.data, key), declared[key])):
+            raise ValueError(
+                f"data.{key}={list(getattr(cfg.data, key))} differs from {cfg.model}'s pretrained_cfg {key} "
+                f"{list(declared[key])}: its exported weights would be used with another normalisation. Set "
+                f"data.{key}={list(declared[key])}, or train a timm name instead of a zoo name."
+            )
 
 
 def _guard(nonfinite: torch.Tensor, model: torch.nn.Module, checked: int, done: int, run_dir: Path) -> None:

@@ -92,13 +92,21 @@ class LadderSiamese(nn.Module):
         """``views``: view type -> list of [B, 3, H, W] batches. Returns ``loss`` (to backpropagate) and, per
         level, its loss ``loss/<level>`` and the collapse monitor ``std/<level>`` (std over the batch of the
         normalised projections: about 1/sqrt(D) when healthy, 0 when collapsed)."""
+        losses, online = self.level_losses(views)
+        out: Dict[str, torch.Tensor] = {}
+        for level, loss in losses.items():
+            out[f"loss/{level}"] = loss.detach()
+            out[f"std/{level}"] = F.normalize(online["global"][0][level].y.detach().float(), dim=1).std(0).mean()
+        out["loss"] = sum(self.level_weights[level] * loss for level, loss in losses.items())
+        return out
+
+    def level_losses(self, views: Dict[str, List[torch.Tensor]]):
+        """L_i of every active level (with their graph), and the online embeddings they came from."""
         counts = {t: len(xs) for t, xs in views.items()}
         online = {t: [self._embed(self.backbone, self.projectors, self.dense_projectors, x) for x in xs]
                   for t, xs in views.items()}
         targets = self._targets(views["global"], online["global"])
-
-        out: Dict[str, torch.Tensor] = {}
-        total = 0.0
+        losses: Dict[str, torch.Tensor] = {}
         for level, kind in self.levels.items():
             level_loss = 0.0
             for view_type, embeddings in online.items():
@@ -115,11 +123,8 @@ class LadderSiamese(nn.Module):
                     ) / len(pairs)
                     task = (task + task_dense) / 2
                 level_loss = level_loss + self.task_weights[view_type] * self.base.pair_scale * task
-            total = total + self.level_weights[level] * level_loss
-            out[f"loss/{level}"] = level_loss.detach()
-            out[f"std/{level}"] = F.normalize(online["global"][0][level].y.detach().float(), dim=1).std(0).mean()
-        out["loss"] = total
-        return out
+            losses[level] = level_loss
+        return losses, online
 
     def _embed(self, backbone: nn.Module, projectors: nn.ModuleDict, dense_projectors: nn.ModuleDict,
                x: torch.Tensor) -> Dict[str, Embedding]:

@@ -1,0 +1,90 @@
+"""Backbones from any source, and their pooled features at every level for a whole image set."""
+import json
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import torch
+from torch import nn
+from torchvision.transforms import v2
+
+import ladder_zoo
+from ladder_zoo.weights import SSLCheckpoint
+
+from ..data import ImageFolder
+from ..heads import level_names
+from ..methods import build_backbone
+
+
+def load_backbone(source: str) -> Tuple[nn.Module, str, dict]:
+    """(plain backbone, its name, what is known of its training) from a train/ checkpoint, a Hub-layout folder
+    (config.json) or a zoo name with a published tag."""
+    path = Path(source)
+    if path.is_file():
+        ckpt = ladder_zoo.load_ssl_checkpoint(path)
+        model = build_backbone(ckpt.model_name)
+        model.load_state_dict(ckpt.backbone_state_dict())
+        return model, ckpt.model_name, {"step": ckpt.step, "epochs": ckpt.epoch, "recipe": ckpt.config["name"],
+                                        "config": ckpt.config, "checkpoint": ckpt}
+    if path.is_dir():
+        config = json.loads((path / "config.json").read_text())
+        name = config["architecture"]
+        return ladder_zoo.create_model(name, checkpoint_path=path), name, dict(config.get("ladder_zoo", {}))
+    return ladder_zoo.create_model(source, pretrained=True), source.split(".")[0], {"tag": source}
+
+
+def eval_transform(model: nn.Module) -> v2.Compose:
+    """timm's eval preprocessing from the weights' pretrained_cfg: resize to size / crop_pct, centre crop, normalise."""
+    cfg = model.pretrained_cfg
+    size = cfg["input_size"][-1]
+    return v2.Compose([
+        v2.Resize(int(size / cfg.get("crop_pct", 1.0)), antialias=True),
+        v2.CenterCrop(size),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(cfg["mean"], cfg["std"]),
+    ])
+
+
+class _Decoded(torch.utils.data.Dataset):
+    def __init__(self, images: ImageFolder, indices: List[int], transform):
+        self.images, self.indices, self.transform = images, indices, transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        _, image = self.images.decode(self.indices[i], lambda name, e: None)
+        return self.transform(image)
+
+
+def levels_of(model: nn.Module) -> List[str]:
+    return level_names(model.feature_info)
+
+
+@torch.no_grad()
+def pooled_features(model: nn.Module, images: ImageFolder, indices: List[int], device: torch.device,
+                    batch_size: int = 256, workers: int = 4) -> Dict[str, torch.Tensor]:
+    """{level: float32 [N, C]} global-average-pooled features of every level, in ``indices`` order."""
+    loader = torch.utils.data.DataLoader(_Decoded(images, indices, eval_transform(model)), batch_size=batch_size,
+                                         num_workers=workers)
+    model = model.eval().to(device)
+    names = levels_of(model)
+    out: Dict[str, List[torch.Tensor]] = {n: [] for n in names}
+    for x in loader:
+        for n, z in zip(names, model.forward_intermediates(x.to(device), intermediates_only=True)):
+            out[n].append(z.float().mean((2, 3)).cpu())
+    return {n: torch.cat(v) for n, v in out.items()}
+
+
+def class_balanced(labels: torch.Tensor, per_class: int, seed: int = 0) -> List[int]:
+    """Indices of at most ``per_class`` images of each class, drawn with a fixed seed (all when per_class <= 0)."""
+    if per_class <= 0:
+        return list(range(len(labels)))
+    g = torch.Generator().manual_seed(seed)
+    picked = []
+    for c in labels.unique():
+        members = (labels == c).nonzero().flatten()
+        picked += members[torch.randperm(len(members), generator=g)[:per_class]].tolist()
+    return sorted(picked)
+
+
+__all__ = ["SSLCheckpoint", "class_balanced", "eval_transform", "levels_of", "load_backbone", "pooled_features"]
