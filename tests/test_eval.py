@@ -108,3 +108,20 @@ def test_eval_cli_names_unpublished_weights(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         eval_main(["byol_r18_cifar", "--data", str(SAMPLE), "--out", str(tmp_path)])
     assert "No weights are published for byol_r18_cifar.cifar10_200ep" in capsys.readouterr().err
+
+
+def test_benchmark_runs_on_the_cpu(tmp_path, capsys):
+    from train.bench import main as bench_main
+
+    out = tmp_path / "bench.json"
+    assert bench_main(["--device", "cpu", "--batch", "2", "--size", "64", "--steps", "1", "--warmup", "1",
+                       "--no-amp", "--workers", "0", "--methods", "byol", "ladder_densebyol", "--jpeg-data",
+                       str(SAMPLE), "--cifar", str(SAMPLE), "--cifar-batch", "8", "--cifar-steps", "1",
+                       "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["byol_eager_ceiling_img_per_s"] > 0
+    assert set(result["pretrain_model_only"]) == {"(b) byol R50, model only", "(b) ladder_densebyol R50, model only"}
+    assert len(result["pretrain_with_data"]) == 2 and len(result["cifar"]) == 2 and len(result["features"]) == 2
+    assert all(r["img_per_s"] > 0 for part in ("pretrain_with_data", "cifar") for r in result[part].values())
+    assert result["cifar"]["(c) byol CIFAR R18, in-memory GPU pipeline"]["epoch_s"] > 0
+    assert "eager BYOL ceiling (a) x 3/8" in capsys.readouterr().out

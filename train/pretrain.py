@@ -72,12 +72,7 @@ def train(cfg: Config) -> Path:
         batch = next(batches)  # load
         views = data.augment(batch, step)  # augment, on the device for the gpu pipeline
         set_learning_rate(optimizer, learning_rate(step, cfg, steps_per_epoch), cfg.optim.lr)
-        with autocast:
-            out = forward(views)  # features per level -> heads -> per-level losses, weighted sum in out["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        optimizer.step()
-        model.update_target(ema_tau(step, total, cfg.method.tau))  # EMA target (BYOL); no-op for SimSiam
+        out = train_step(forward, model, optimizer, views, autocast, ema_tau(step, total, cfg.method.tau))
         nonfinite += ~torch.isfinite(out["loss"].detach())
         log.accumulate(out)
         log.step()
@@ -99,6 +94,18 @@ def train(cfg: Config) -> Path:
     log.close()
     distributed.cleanup()
     return run_dir
+
+
+def train_step(forward, model, optimizer: torch.optim.Optimizer, views, autocast, tau: float):
+    """Forward (features per level -> heads -> per-level losses, weighted sum in ``loss``), backward, optimizer
+    step, EMA update of the target (BYOL; a no-op for SimSiam). Returns the forward's outputs."""
+    with autocast:
+        out = forward(views)
+    optimizer.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    optimizer.step()
+    model.update_target(tau)
+    return out
 
 
 def _check_normalisation(cfg: Config, backbone: torch.nn.Module) -> None:

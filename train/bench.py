@@ -1,0 +1,234 @@
+"""Throughput benchmark, side by side in one run, printed as a table and written as JSON.
+
+    python -m train.bench [--out runs/bench.json] [--batch 256] [--size 224] [--steps 30] [--warmup 10]
+    python -m train.bench --device cpu --batch 4 --size 64 --steps 1 --warmup 1 --parts a b d   (CPU smoke test)
+
+(a) the eager ceiling: a supervised timm resnet50 train step (bf16, channels_last, plain eager PyTorch); a
+    BYOL step does two forward+backward passes and two target forwards per image, 8/3 of a supervised step,
+    so the eager BYOL ceiling is (a) x 3/8;
+(b) our pretraining step (``train.pretrain.train_step``) for BYOL, Ladder-BYOL, DenseBYOL, Ladder-DenseBYOL and
+    multi-task BYOL on ResNet-50 with their ImageNet recipes: model only (views already on the device) and with
+    the full data pipeline from JPEG files (GPU decode + GPU augmentation); peak memory of each;
+(c) CIFAR-stem ResNet-18 on CIFAR-10 (in-memory GPU pipeline): BYOL and Ladder-BYOL epoch time;
+(d) ladder_zoo ``features_only`` inference against timm's resnet50 ``features_only`` with the same weights.
+
+Images per second count images, not views. ``--jpeg-data`` defaults to JPEGs made once from CIFAR-10 images
+upscaled to ImageNet-like sizes (no ImageNet on this project's machines): decode cost per pixel is realistic,
+content is not.
+"""
+import argparse
+import json
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import timm
+import torch
+import torch.nn.functional as F
+
+import ladder_zoo
+
+from .config import load_config
+from .data import build_pipeline
+from .methods import build_model
+from .optim import build_optimizer, set_learning_rate
+from .pretrain import train_step
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+METHODS = ["byol", "ladder_byol", "densebyol", "ladder_densebyol", "byol_mt"]
+
+
+def timed(step: Callable[[], None], steps: int, warmup: int, device: torch.device) -> Dict[str, float]:
+    """Seconds per step (after ``warmup`` steps) and peak device memory (GB) of ``step``."""
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = (time.perf_counter() - start) / steps
+    peak = torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else None
+    return {"s_per_step": seconds, "peak_gb": peak}
+
+
+def _autocast(device: torch.device, amp: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
+
+
+def supervised(args, device) -> Dict[str, float]:
+    model = timm.create_model("resnet50", num_classes=1000).to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x = torch.randn(args.batch, 3, args.size, args.size, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 1000, (args.batch,), device=device)
+
+    def step():
+        with _autocast(device, args.amp):
+            loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return {**timed(step, args.steps, args.warmup, device), "images": args.batch}
+
+
+def pretraining(recipe: str, args, device, overrides: List[str], with_data: bool) -> Dict[str, float]:
+    """``train_step`` of a recipe: on fixed views already on the device, or on the recipe's data pipeline."""
+    cfg = load_config(str(CONFIGS / f"{recipe}.yaml"), [f"device={device.type}", "channels_last=true", *overrides])
+    model = build_model(cfg).to(device, memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, cfg.optim, model.predictor_parameters())
+    set_learning_rate(optimizer, cfg.optim.lr * 0.01, cfg.optim.lr)
+    autocast = _autocast(device, args.amp)
+    model.train()
+    epoch_steps = None
+    if with_data:
+        data = build_pipeline(cfg, 0, 1, device)
+        epoch_steps = data.sampler.steps_per_epoch
+        total = args.warmup + args.steps
+        batches = data.batches(0, total)
+        counter = iter(range(total))
+
+        def views():
+            step = next(counter)
+            return data.augment(next(batches), step)
+    else:
+        from .data.views import view_specs
+
+        fixed: Dict[str, list] = {}
+        for spec in view_specs(cfg.data, cfg.method.views):
+            x = torch.randn(cfg.batch_size, 3, spec.size, spec.size, device=device)
+            fixed.setdefault(spec.kind, []).append(x.contiguous(memory_format=torch.channels_last))
+
+        def views():
+            return fixed
+
+    def step():
+        train_step(model, model, optimizer, views(), autocast, 0.996)
+
+    r = {**timed(step, args.steps, args.warmup, device), "images": cfg.batch_size}
+    if epoch_steps:
+        r["epoch_s"] = r["s_per_step"] * epoch_steps
+    return r
+
+
+def features(args, device) -> Dict[str, Dict[str, float]]:
+    """Inference img/s of ladder_zoo's and timm's resnet50 features_only with the same weights."""
+    ours = ladder_zoo.create_model("byol_r50", features_only=True)
+    theirs = timm.create_model("resnet50", features_only=True)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(args.batch, 3, args.size, args.size, device=device).contiguous(memory_format=torch.channels_last)
+    out = {}
+    for name, model in (("timm resnet50", theirs), ("ladder_zoo byol_r50", ours)):
+        model = model.eval().to(device, memory_format=torch.channels_last)
+
+        def step(model=model):
+            with torch.inference_mode(), _autocast(device, args.amp):
+                model(x)
+
+        out[name] = {**timed(step, args.steps, args.warmup, device), "images": args.batch}
+    return out
+
+
+def synthetic_jpegs(source: str, out: Path, n: int, seed: int = 0) -> Path:
+    """n JPEGs in ImageFolder layout, CIFAR-10 images upscaled to random ImageNet-like sizes (quality 90)."""
+    from torchvision.io import encode_jpeg
+
+    from .data import ImageFolder
+    from .data.imagefolder import decode_rgb
+
+    marker = out / f".complete-{n}"
+    if marker.exists():
+        return out
+    images = ImageFolder(source, "train")
+    g = torch.Generator().manual_seed(seed)
+    for k in range(n):
+        i = int(torch.randint(len(images), (1,), generator=g))
+        h, w = (int(v) for v in torch.randint(300, 500, (2,), generator=g))
+        image = F.interpolate(decode_rgb(images.read(i))[None].float(), size=(h, w), mode="bilinear",
+                              align_corners=False)[0].clamp(0, 255).to(torch.uint8)
+        path = out / "train" / f"c{int(images.labels[i])}" / f"{k:06d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode_jpeg(image, quality=90).numpy().tobytes())
+    marker.touch()
+    return out
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--no-amp", dest="amp", action="store_false", help="float32 instead of bf16 autocast")
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    parser.add_argument("--cifar", default="data/cifar10-jpeg.tar.gz", help="CIFAR-10 archive for (c) and JPEGs")
+    parser.add_argument("--cifar-steps", type=int, default=0, help="steps timed in (c) (0: one full epoch)")
+    parser.add_argument("--cifar-batch", type=int, default=256, help="batch of (c), the CIFAR recipes' by default")
+    parser.add_argument("--parts", nargs="+", default=["a", "b", "c", "d"], choices=["a", "b", "c", "d"])
+    parser.add_argument("--jpeg-data", help="ImageFolder of JPEGs for (b) with data (default: synthetic)")
+    parser.add_argument("--workers", type=int, default=12)
+    parser.add_argument("--out", default="runs/bench.json")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = True
+    amp = "amp=bf16" if args.amp else "amp=none"
+    result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+              "torch": torch.__version__, "timm": timm.__version__, "batch": args.batch, "size": args.size,
+              "bf16": args.amp, "command": "python -m train.bench " + " ".join(sys.argv[1:] if argv is None else argv)}
+    rows = []
+
+    def record(name, r, key):
+        r["img_per_s"] = r["images"] / r["s_per_step"]
+        result.setdefault(key, {})[name] = r
+        rows.append((name, r))
+
+    record("(a) timm resnet50 supervised step", supervised(args, device), "supervised")  # every table needs (a)
+    ceiling = result["supervised"]["(a) timm resnet50 supervised step"]["img_per_s"] * 3 / 8
+    result["byol_eager_ceiling_img_per_s"] = ceiling
+    common = [f"batch_size={args.batch}", f"data.image_size={args.size}", amp, f"data.workers={args.workers}",
+              "progress=false"]
+    if "b" in args.parts:
+        jpegs = args.jpeg_data
+        if jpegs is None and Path(args.cifar).exists():
+            jpegs = str(synthetic_jpegs(args.cifar, Path("data/bench_jpegs"), max(2048, 4 * args.batch)))
+        for method in args.methods:
+            recipe = f"{method}_r50_in1k_200ep"
+            record(f"(b) {method} R50, model only", pretraining(recipe, args, device, common, False),
+                   "pretrain_model_only")
+            if jpegs:
+                record(f"(b) {method} R50, JPEG pipeline",
+                       pretraining(recipe, args, device, [*common, f"data.path={jpegs}", "data.split=train"], True),
+                       "pretrain_with_data")
+    if "c" in args.parts and Path(args.cifar).exists():
+        for method in ("byol", "ladder_byol"):
+            cifar_args = argparse.Namespace(**{**vars(args), "steps": args.cifar_steps or 50000 // args.cifar_batch,
+                                               "warmup": min(5, args.warmup)})
+            overrides = [amp, f"data.path={args.cifar}", f"data.workers={args.workers}", f"batch_size={args.cifar_batch}"]
+            record(f"(c) {method} CIFAR R18, in-memory GPU pipeline",
+                   pretraining(f"{method}_r18_cifar_cifar10_200ep", cifar_args, device, overrides, True), "cifar")
+    if "d" in args.parts:
+        for name, r in features(args, device).items():
+            record(f"(d) {name} features_only inference", r, "features")
+
+    width = max(len(n) for n, _ in rows)
+    print(f"{result['device']}, batch {args.batch}, {args.size} px, {'bf16' if args.amp else 'fp32'}")
+    print(f"{'':{width}}  {'img/s':>9}  {'ms/step':>8}  {'peak GB':>7}  {'/ BYOL ceiling':>14}")
+    for name, r in rows:
+        ratio = f"{r['img_per_s'] / ceiling:.2f}" if name.startswith("(b)") else ""
+        peak = f"{r['peak_gb']:.1f}" if r["peak_gb"] is not None else "-"
+        extra = f"  epoch {r['epoch_s']:.1f} s" if "epoch_s" in r else ""
+        print(f"{name:{width}}  {r['img_per_s']:9.0f}  {1000 * r['s_per_step']:8.1f}  {peak:>7}  {ratio:>14}{extra}")
+    print(f"eager BYOL ceiling (a) x 3/8: {ceiling:.0f} img/s")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
