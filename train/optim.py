@@ -34,7 +34,10 @@ class LARS(torch.optim.Optimizer):
                 continue
             lr, wd = group["lr"], group["weight_decay"]
             grads = [p.grad for p in params]
-            updates = torch._foreach_add(grads, params, alpha=wd) if wd else [g.clone() for g in grads]
+            if wd:
+                updates = torch._foreach_add(grads, params, alpha=wd)
+            else:  # read-only use needs no copy; the trust-ratio scaling below must not rescale p.grad in place
+                updates = [g.clone() for g in grads] if group["lars"] else grads
             if group["lars"]:
                 w_norm = torch.stack(torch._foreach_norm(params))
                 g_norm = torch.stack(torch._foreach_norm(grads))
