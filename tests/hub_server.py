@@ -8,11 +8,17 @@
   RevisionNotFound, EntryNotFound) as the Hub sends them.
 - ``HEAD|GET /lfs/{sha256}``: the blob, with ``Range`` support.
 - ``GET /api/models/{repo_id}[/revision/{revision}]``: id, sha and siblings.
+- uploads, as ``HfApi.create_repo`` / ``upload_folder`` make them without Xet (``HF_HUB_DISABLE_XET=1``):
+  ``POST /api/repos/create``, ``POST /api/models/{repo_id}/preupload/{revision}`` (safetensors go to LFS),
+  ``POST /{repo_id}.git/info/lfs/objects/batch`` (basic transfer: ``PUT /lfs-upload/{sha256}``) and
+  ``POST /api/models/{repo_id}/commit/{revision}`` (NDJSON: header, file, lfsFile), and
+  ``POST /api/validate-yaml`` for the model card's metadata.
 
 Revisions are branch names or 40-hex commit ids. Every request is logged in ``requests`` for assertions.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -20,6 +26,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Dict, List, Optional, Tuple
 from urllib.parse import unquote
+
+import yaml
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".pth")
 
@@ -74,6 +82,87 @@ class LocalHub:
 
             def do_GET(self) -> None:
                 self._serve()
+
+            def do_POST(self) -> None:
+                path = unquote(self.path.split("?", 1)[0])
+                hub.requests.append(("POST", path))
+                body = self._body()
+                if path == "/api/repos/create":
+                    spec = json.loads(body)
+                    repo_id = f"{spec['organization']}/{spec['name']}" if spec.get("organization") else spec["name"]
+                    if repo_id in hub.repos:
+                        return self._error(409, "RepoExists", {"Content-Type": "application/json"})
+                    hub.repos[repo_id] = {"refs": {}, "commits": {}}
+                    return self._json({"url": f"{hub.endpoint}/{repo_id}", "name": repo_id})
+                if path == "/api/validate-yaml":  # a model card's metadata: here only checked to be YAML
+                    card = json.loads(body)["content"]
+                    front = re.match(r"---\n(.*?)\n---", card, re.DOTALL)
+                    try:
+                        yaml.safe_load(front.group(1) if front else "")
+                    except yaml.YAMLError as e:
+                        return self._send(400, {"Content-Type": "application/json"},
+                                          json.dumps({"errors": [{"message": str(e)}]}).encode())
+                    return self._json({"errors": [], "warnings": []})
+                if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)/preupload/(.+)", path):
+                    files = json.loads(body)["files"]
+                    return self._json({"files": [{"path": f["path"], "shouldIgnore": False, "oid": None,
+                                                  "uploadMode": "lfs" if f["path"].endswith(LFS_SUFFIXES) else "regular"}
+                                                 for f in files]})
+                if m := re.fullmatch(r"/([^/]+/[^/]+)\.git/info/lfs/objects/batch", path):
+                    objects = []
+                    for obj in json.loads(body)["objects"]:
+                        entry = {"oid": obj["oid"], "size": obj["size"]}
+                        if obj["oid"] not in hub.blobs:
+                            entry["actions"] = {"upload": {"href": f"http://localhost:{hub.port}/lfs-upload/{obj['oid']}"}}
+                        objects.append(entry)
+                    return self._json({"transfer": "basic", "objects": objects})
+                if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)/commit/(.+)", path):
+                    return self._commit(m.group(1), m.group(2), body)
+                self._error(404, "NotFound")
+
+            def do_PUT(self) -> None:
+                path = unquote(self.path.split("?", 1)[0])
+                hub.requests.append(("PUT", path))
+                data = self._body()
+                m = re.fullmatch(r"/lfs-upload/([0-9a-f]{64})", path)
+                if not m or hashlib.sha256(data).hexdigest() != m.group(1):
+                    return self._error(400, "BadRequest")
+                hub.blobs[m.group(1)] = data
+                self._send(200, {})
+
+            def _body(self) -> bytes:
+                if "chunked" in self.headers.get("Transfer-Encoding", ""):
+                    data = b""
+                    while True:
+                        size = int(self.rfile.readline().strip(), 16)
+                        chunk = self.rfile.read(size)
+                        self.rfile.readline()
+                        if not size:
+                            return data
+                        data += chunk
+                return self.rfile.read(int(self.headers.get("Content-Length", 0)))
+
+            def _json(self, payload) -> None:
+                self._send(200, {"Content-Type": "application/json"}, json.dumps(payload).encode())
+
+            def _commit(self, repo_id: str, revision: str, body: bytes) -> None:
+                if repo_id not in hub.repos:
+                    return self._error(404, "RepoNotFound")
+                repo = hub.repos[repo_id]
+                parent = repo["refs"].get(revision)
+                files = dict(repo["commits"][parent]) if parent else {}
+                for line in body.decode().splitlines():
+                    item = json.loads(line)
+                    value = item["value"]
+                    if item["key"] == "file":
+                        files[value["path"]] = base64.b64decode(value["content"])
+                    elif item["key"] == "lfsFile":
+                        files[value["path"]] = hub.blobs[value["oid"]]
+                    elif item["key"] == "deletedFile":
+                        files.pop(value["path"], None)
+                commit = hub.commit(repo_id, files, revision)
+                self._json({"commitUrl": f"{hub.endpoint}/{repo_id}/commit/{commit}", "commitOid": commit,
+                            "pullRequestUrl": None})
 
             def _send(self, status: int, headers: Dict[str, str], data: bytes = b"") -> None:
                 self.send_response(status)

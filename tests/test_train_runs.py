@@ -212,3 +212,55 @@ def test_zoo_model_must_train_with_its_declared_normalisation(tmp_path):
     cfg = load_config(None, [*TINY, f"out_dir={tmp_path}", "data.mean=[0.485, 0.456, 0.406]"])
     with pytest.raises(ValueError, match=r"data.mean=\[0.485, 0.456, 0.406\] differs from ladder_byol_r18_cifar's"):
         train(cfg)
+
+
+def test_export_pushes_to_the_hub_and_the_push_loads(uninterrupted, tmp_path, hub_server):
+    """--push-to-hub through huggingface_hub's create_repo / upload_folder (LFS path) to the served Hub; the
+    pushed repository then loads, sha256-checked, at the commit the push made."""
+    from helpers import run_python
+    from ladder_zoo.publish import record_release
+
+    out = tmp_path / "hub" / "ladder-zoo" / f"{ARCH}.cifar10_200ep"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_ENDPOINT": hub_server.endpoint, "HF_TOKEN": "hf_local_test",
+           "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    result = subprocess.run([sys.executable, "-m", "train.export", str(uninterrupted / "last.pt"), "--out", str(out),
+                             "--push-to-hub"], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    repo = f"ladder-zoo/{ARCH}.cifar10_200ep"
+    commit = hub_server.repos[repo]["refs"]["main"]
+    assert f"pushed to {repo} @ {commit}" in result.stdout
+    assert hub_server.repos[repo]["commits"][commit] == {p.name: p.read_bytes() for p in out.iterdir()}
+    assert hub_server.count("PUT", "/lfs-upload/") == 1  # the weights went through LFS
+
+    release = {repo: {**record_release(out), "revision": commit}}
+    code = f"""
+import ladder_zoo, torch
+m = ladder_zoo.create_model("{ARCH}.cifar10_200ep", pretrained=True)
+print(float(m.layer4[1].conv2.weight.double().sum()))
+"""
+    loaded = run_python(code, tmp_path, {"HF_ENDPOINT": hub_server.endpoint}, release)
+    assert loaded.returncode == 0, loaded.stderr
+    expected = ladder_zoo.load_ssl_checkpoint(uninterrupted / "last.pt").backbone_state_dict()["layer4.1.conv2.weight"]
+    assert float(loaded.stdout) == pytest.approx(float(expected.half().double().sum()), rel=1e-6)
+    assert hub_server.count("GET", f"/{repo}/resolve/{commit}/") + hub_server.count("HEAD", f"/{repo}/resolve/{commit}/") >= 1
+
+
+def test_register_release_records_every_file(tmp_path, monkeypatch):
+    from ladder_zoo import hub
+    from ladder_zoo.publish import register_release
+
+    folder = tmp_path / "x"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"weights")
+    table = tmp_path / "releases.json"
+    table.write_text("{}")
+    monkeypatch.setattr(hub, "RELEASES_FILE", table)
+    hub.releases.cache_clear()
+    try:
+        entry = register_release("ladder-zoo/x.y", folder, revision="abc")
+        assert json.loads(table.read_text()) == {"ladder-zoo/x.y": entry}
+        assert entry["files"]["model.safetensors"] == hub.sha256_file(folder / "model.safetensors")
+        assert hub.is_published("ladder-zoo/x.y")
+    finally:
+        hub.releases.cache_clear()
