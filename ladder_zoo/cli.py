@@ -121,6 +121,7 @@ def _features(args) -> int:
     if args.random_init:
         print("WARNING: --random-init: RANDOM weights, no pretrained weights loaded. The features below mean "
               "nothing beyond their shapes.", file=sys.stderr)
+        torch.manual_seed(0)  # the same random weights every run
     kwargs = dict(features_only=True, pretrained=not args.random_init, revision=args.revision)
     if args.checkpoint:
         kwargs["checkpoint_path"] = args.checkpoint

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import SAMPLE
+from helpers import SAMPLE, make_release
 from hub_server import LocalHub
 
 
@@ -17,3 +17,26 @@ def hub_server():
 def sample_images():
     """Real CIFAR-10 test JPEGs, a few per class."""
     return sorted(SAMPLE.glob("test/*/*.jpg"))
+
+
+@pytest.fixture
+def isolated_hub(monkeypatch, tmp_path):
+    """No releases on record, no checkout hub/ copies, no LADDER_ZOO_HUB_DIR: the test publishes what it needs.
+
+    Returns ``publish(arch, tag, seed=0, **write_kwargs) -> state dict``: writes the tag in Hub layout under a
+    LADDER_ZOO_HUB_DIR folder and records its sha256s, as a release would.
+    """
+    from ladder_zoo import hub
+
+    records = {}
+    monkeypatch.setattr(hub, "CHECKOUT_HUB_DIR", tmp_path / "no-checkout-hub")
+    monkeypatch.setattr(hub, "releases", lambda: records)
+    monkeypatch.delenv(hub.HUB_DIR_ENV, raising=False)
+
+    def publish(arch, tag, seed=0, **kwargs):
+        repo, _, entry, state = make_release(tmp_path / "hub", arch, tag, seed=seed, **kwargs)
+        records[repo] = entry
+        monkeypatch.setenv(hub.HUB_DIR_ENV, str(tmp_path / "hub"))
+        return state
+
+    return publish

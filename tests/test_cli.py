@@ -7,21 +7,16 @@ import torch
 from safetensors import safe_open
 
 import ladder_zoo
-from ladder_zoo import hub
 from ladder_zoo.cli import main
-from helpers import ROOT, make_release, reference_features
+from helpers import ROOT, reference_features
 
 ARCH, TAG = "ladder_byol_r18_cifar", "cifar10_200ep"
 
 
 @pytest.fixture
-def released(tmp_path, monkeypatch):
+def released(isolated_hub):
     """ARCH.TAG published, with its only copy in a LADDER_ZOO_HUB_DIR folder."""
-    monkeypatch.setattr(hub, "CHECKOUT_HUB_DIR", tmp_path / "no-checkout-hub")
-    repo, folder, entry, state = make_release(tmp_path / "hub", ARCH, TAG, seed=21)
-    monkeypatch.setattr(hub, "releases", lambda: {repo: entry})
-    monkeypatch.setenv(hub.HUB_DIR_ENV, str(tmp_path / "hub"))
-    return state
+    return isolated_hub(ARCH, TAG, seed=21)
 
 
 def test_list_and_info(released, capsys):
@@ -65,9 +60,7 @@ def test_features_random_init_is_loud(sample_images, capsys):
     assert "random init" in captured.out
 
 
-def test_features_without_weights_points_at_random_init(sample_images, capsys, monkeypatch, tmp_path):
-    monkeypatch.setattr(hub, "CHECKOUT_HUB_DIR", tmp_path / "no-checkout-hub")
-    monkeypatch.setattr(hub, "releases", lambda: {})
+def test_features_without_weights_points_at_random_init(sample_images, capsys, isolated_hub):
     assert main(["features", "byol_r50", str(sample_images[0])]) == 2
     err = capsys.readouterr().err
     assert "No weights are published for byol_r50.in1k_200ep" in err and "--random-init" in err

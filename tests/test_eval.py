@@ -100,11 +100,7 @@ def test_eval_cli_writes_json_plots_and_summary(checkpoint, tmp_path, capsys):
     assert f"| {label} | linear |" in capsys.readouterr().out
 
 
-def test_eval_cli_names_unpublished_weights(tmp_path, capsys, monkeypatch):
-    from ladder_zoo import hub
-
-    monkeypatch.setattr(hub, "CHECKOUT_HUB_DIR", tmp_path / "none")
-    monkeypatch.setattr(hub, "releases", lambda: {})
+def test_eval_cli_names_unpublished_weights(tmp_path, capsys, isolated_hub):
     with pytest.raises(SystemExit):
         eval_main(["byol_r18_cifar", "--data", str(SAMPLE), "--out", str(tmp_path)])
     assert "No weights are published for byol_r18_cifar.cifar10_200ep" in capsys.readouterr().err

@@ -13,8 +13,7 @@ from torchvision.io import decode_image
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 import ladder_zoo
-from helpers import ROOT, SAMPLE, make_release, random_state_dict
-from ladder_zoo import hub
+from helpers import ROOT, SAMPLE, random_state_dict
 from ladder_zoo.integrations import detectron2 as d2, mmdet as mm
 from ladder_zoo.integrations.torchvision import backbone_with_fpn, fcn, maskrcnn, retinanet, zoo_backbone
 
@@ -22,17 +21,13 @@ CONFIGS = ROOT / "configs"
 
 
 @pytest.fixture(autouse=True)
-def _only_test_weights(monkeypatch, tmp_path):
-    monkeypatch.setattr(hub, "CHECKOUT_HUB_DIR", tmp_path / "no-checkout-hub")
-    monkeypatch.setattr(hub, "releases", lambda: {})
+def _isolated(isolated_hub):
+    """Each test decides which weights exist."""
 
 
 @pytest.fixture
-def r50_release(tmp_path, monkeypatch):
-    repo, _, entry, state = make_release(tmp_path / "hub", "ladder_byol_r50", "in1k_200ep", seed=31)
-    monkeypatch.setattr(hub, "releases", lambda: {repo: entry})
-    monkeypatch.setenv(hub.HUB_DIR_ENV, str(tmp_path / "hub"))
-    return state
+def r50_release(isolated_hub):
+    return isolated_hub("ladder_byol_r50", "in1k_200ep", seed=31)
 
 
 # --- torchvision ---------------------------------------------------------------------------------------------

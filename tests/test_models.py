@@ -9,17 +9,14 @@ from safetensors.torch import save_file
 import ladder_zoo
 from ladder_zoo import hub
 from ladder_zoo.weights import SSL_FORMAT
-from helpers import make_release, random_state_dict, reference_features
+from helpers import random_state_dict, reference_features
 
 METHODS = ["ladder_byol", "ladder_densebyol", "byol", "densebyol", "simsiam", "ladder_simsiam", "byol_mt", "ladder_byol_mt"]
 
 
 @pytest.fixture(autouse=True)
-def _no_checkout_weights(monkeypatch, tmp_path):
-    """Each test decides which weights exist: no releases on record, no checkout hub/ copies."""
-    monkeypatch.setattr(hub, "CHECKOUT_HUB_DIR", tmp_path / "no-checkout-hub")
-    monkeypatch.setattr(hub, "releases", lambda: {})
-    monkeypatch.delenv(hub.HUB_DIR_ENV, raising=False)
+def _isolated(isolated_hub):
+    """Each test decides which weights exist."""
 
 
 def test_every_name_is_registered_with_timm():
@@ -96,13 +93,9 @@ def test_unpublished_tag_names_the_recipe_never_random_weights():
 
 
 @pytest.fixture
-def local_release(tmp_path, monkeypatch):
-    """byol_r18_cifar.cifar10_200ep published and present in a LADDER_ZOO_HUB_DIR folder only."""
-    repo, folder, entry, state = make_release(tmp_path / "hub", "byol_r18_cifar", "cifar10_200ep", seed=3)
-    monkeypatch.setattr(hub, "releases", lambda: {repo: entry})
-    monkeypatch.setenv(hub.HUB_DIR_ENV, str(tmp_path / "hub"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return state
+def local_release(isolated_hub):
+    """byol_r18_cifar.cifar10_200ep published, its only copy in a LADDER_ZOO_HUB_DIR folder."""
+    return isolated_hub("byol_r18_cifar", "cifar10_200ep", seed=3)
 
 
 def test_pretrained_from_local_hub_folder(local_release):
@@ -192,14 +185,11 @@ def test_missing_checkpoint_file():
         ladder_zoo.create_model("byol_r18_cifar", checkpoint_path="/no/such/file.safetensors")
 
 
-def test_sharded_weights_round_trip(tmp_path, monkeypatch):
-    repo, folder, entry, state = make_release(tmp_path / "hub", "byol_r18_cifar", "cifar10_200ep", seed=8,
-                                              max_shard_size="5MB")
+def test_sharded_weights_round_trip(tmp_path, isolated_hub):
+    state = isolated_hub("byol_r18_cifar", "cifar10_200ep", seed=8, max_shard_size="5MB")
+    folder = tmp_path / "hub" / hub.repo_id("byol_r18_cifar", "cifar10_200ep")
     shards = sorted(p.name for p in folder.glob("model-*.safetensors"))
     assert len(shards) >= 2 and (folder / "model.safetensors.index.json").is_file()
     assert all(p.stat().st_size < 5_100_000 for p in folder.glob("*.safetensors"))
-    monkeypatch.setattr(hub, "releases", lambda: {repo: entry})
-    monkeypatch.setenv(hub.HUB_DIR_ENV, str(tmp_path / "hub"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model = ladder_zoo.create_model("byol_r18_cifar", pretrained=True)
     torch.testing.assert_close(model.layer4[1].bn2.running_var, state["layer4.1.bn2.running_var"])
