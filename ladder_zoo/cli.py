@@ -134,8 +134,8 @@ def _features(args) -> int:
     model = model.eval().to(args.device)
     transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model), is_training=False)
 
-    levels = [models.LEVELS[i] for i in model.feature_info.out_indices] if args.name.split(".")[0] in models.ARCHITECTURES \
-        else [f"stage{i}" for i in model.feature_info.out_indices]
+    all_levels = models.level_names(model.feature_info.info)
+    levels = [all_levels[i] for i in model.feature_info.out_indices]
     maps: List[List[torch.Tensor]] = [[] for _ in levels]
     norms: List[torch.Tensor] = []
     done: List[Path] = []

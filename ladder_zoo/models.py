@@ -11,7 +11,7 @@ Names: ``{method}_{arch}`` with method in ``METHODS`` and arch in ``r50`` (ResNe
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
@@ -25,6 +25,13 @@ from .weights import load_backbone, read_state_dict
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 LEVELS = ("stem", "res2", "res3", "res4", "res5")  # feature_info / out_indices 0..4
+
+
+def level_names(feature_info: Sequence[Dict[str, Any]]) -> List[str]:
+    """Names of a timm model's ``feature_info`` entries: ResNet's stem, res2..res5, or stage0.. otherwise."""
+    if [info["module"] for info in feature_info] == ["act1", "layer1", "layer2", "layer3", "layer4"]:
+        return list(LEVELS)
+    return [f"stage{i}" for i in range(len(feature_info))]
 
 _LADDER = dict(paper_name="Ladder Siamese Network: a Method and Insights for Multi-level Self-Supervised Learning")
 METHODS: Dict[str, Dict[str, Any]] = {

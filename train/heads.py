@@ -3,7 +3,7 @@
 Sized from the backbone's ``feature_info`` (the input width of a level's head is that level's channel count),
 never hard-coded.
 """
-from typing import Dict, List, Sequence
+from typing import List, Sequence
 
 from torch import nn
 
@@ -23,11 +23,3 @@ def mlp(dims: Sequence[int], last_bn: bool = False, conv: bool = False) -> nn.Se
     if last_bn:
         layers.append(norm(dims[-1], affine=False))
     return nn.Sequential(*layers)
-
-
-def level_names(feature_info: List[Dict]) -> List[str]:
-    """Names of a timm model's ``feature_info`` entries: ResNet's stem, res2..res5, or stage0.. otherwise."""
-    modules = [info["module"] for info in feature_info]
-    if modules == ["act1", "layer1", "layer2", "layer3", "layer4"]:
-        return ["stem", "res2", "res3", "res4", "res5"]
-    return [f"stage{i}" for i in range(len(modules))]

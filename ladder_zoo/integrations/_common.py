@@ -5,7 +5,7 @@ from typing import Dict, List, Tuple
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from ..models import LEVELS
+from ..models import level_names
 
 STAGE_MODULES = (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))  # stem, res2..res5
 
@@ -40,7 +40,8 @@ def freeze_levels(model: nn.Module, levels: int, eval_mode: bool = False) -> Non
 def feature_specs(model: nn.Module) -> List[Tuple[str, int, int]]:
     """(level name, channels, stride) of each output of a ``features_only`` zoo model."""
     info = model.feature_info
-    return [(LEVELS[i], c, r) for i, c, r in zip(info.out_indices, info.channels(), info.reduction())]
+    names = level_names(info.info)
+    return [(names[i], c, r) for i, c, r in zip(info.out_indices, info.channels(), info.reduction())]
 
 
 def pixel_stats(model: nn.Module, scale: float = 255.0) -> Dict[str, List[float]]:

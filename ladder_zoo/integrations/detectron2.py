@@ -25,6 +25,7 @@ from typing import Dict, Mapping
 import torch
 
 from .. import create_model
+from ..models import LEVELS
 from ._common import check_convertible, feature_specs, freeze_levels, frozen_batchnorm, pixel_stats
 
 
@@ -76,8 +77,7 @@ if BACKBONE_REGISTRY is not None:
         def __init__(self, name: str, out_features=("res2", "res3", "res4", "res5"), pretrained: bool = True,
                      checkpoint: str = "", freeze_at: int = 2, norm: str = "FrozenBN"):
             super().__init__()
-            levels = ["stem", "res2", "res3", "res4", "res5"]
-            self.model = create_model(name, features_only=True, out_indices=[levels.index(f) for f in out_features],
+            self.model = create_model(name, features_only=True, out_indices=[LEVELS.index(f) for f in out_features],
                                       pretrained=pretrained and not checkpoint, checkpoint_path=checkpoint or None)
             if norm == "FrozenBN":
                 self.model = frozen_batchnorm(self.model)

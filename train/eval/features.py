@@ -8,10 +8,10 @@ from torch import nn
 from torchvision.transforms import v2
 
 import ladder_zoo
+from ladder_zoo.models import level_names
 from ladder_zoo.weights import SSLCheckpoint
 
 from ..data import ImageFolder
-from ..heads import level_names
 from ..methods import build_backbone
 
 

@@ -5,12 +5,12 @@ from typing import Dict
 
 import torch
 
+from ladder_zoo.models import level_names
 from ladder_zoo.weights import SSLCheckpoint
 
 from ..config import config_from_dict
 from ..data.gpu_augment import Draw, augment_view
 from ..data.views import view_specs
-from ..heads import level_names
 from ..methods import build_model
 
 

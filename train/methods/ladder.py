@@ -18,7 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import MethodConfig
-from ..heads import level_names, mlp
+from ladder_zoo.models import level_names
+
+from ..heads import mlp
 from ..losses import dense_loss
 from .byol import BYOL
 from .multitask import check_views, task_pairs
