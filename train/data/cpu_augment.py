@@ -10,8 +10,8 @@ import torch
 from torchvision.transforms import v2
 
 from ..config import DataConfig
-from .imagefolder import ImageFolder
-from .sampler import StepSampler
+from .imagefolder import ImageFolder, record_unreadable
+from .sampler import StepPlan, StepSampler
 from .views import ViewSpec, group_views
 
 
@@ -56,20 +56,6 @@ def collate(samples):
     return views, [name for s in samples for name in s[1]]
 
 
-class StepPlan:
-    """The DataLoader's batch sampler: the ``(index, seed)`` items of steps start..stop-1, made lazily."""
-
-    def __init__(self, sampler: StepSampler, start: int, stop: int):
-        self.sampler, self.start, self.stop = sampler, start, stop
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-    def __iter__(self):
-        for step in range(self.start, self.stop):
-            yield list(zip(self.sampler.indices(step).tolist(), self.sampler.sample_seeds(step).tolist()))
-
-
 class CpuPipeline:
     """Batches of augmented views from DataLoader workers; ``augment`` only moves them to the device."""
 
@@ -83,11 +69,11 @@ class CpuPipeline:
 
     def batches(self, start_step: int, stop_step: int) -> Iterator:
         loader = torch.utils.data.DataLoader(
-            self.dataset, batch_sampler=StepPlan(self.sampler, start_step, stop_step), num_workers=self.data.workers, collate_fn=collate,
-            pin_memory=self.device.type == "cuda", prefetch_factor=4 if self.data.workers else None,
+            self.dataset, batch_sampler=StepPlan(self.sampler, start_step, stop_step), num_workers=self.data.workers,
+            collate_fn=collate, pin_memory=self.device.type == "cuda", prefetch_factor=4 if self.data.workers else None,
         )
         for views, bad in loader:
-            self.bad_images += [name for name in dict.fromkeys(bad) if name not in self.bad_images]
+            record_unreadable(self.bad_images, bad)
             yield views
 
     def augment(self, batch, step: int):

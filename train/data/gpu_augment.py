@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from ..config import DataConfig
-from .imagefolder import ImageFolder, decode_rgb
-from .sampler import StepSampler
+from .imagefolder import ImageFolder, decode_rgb, record_unreadable
+from .sampler import StepPlan, StepSampler
 from .views import ViewSpec, group_views
 
 Images = Union[torch.Tensor, List[torch.Tensor]]  # uint8 [B, 3, H, W], or B tensors uint8 [3, Hi, Wi]
@@ -233,7 +233,7 @@ class GpuPipeline:
                                              collate_fn=self._decode_chunk)
         chunks, shapes = [], set()
         for chunk, bad in loader:
-            self.bad_images += [name for name in dict.fromkeys(bad) if name not in self.bad_images]
+            record_unreadable(self.bad_images, bad)
             shapes |= {tuple(im.shape) for im in chunk}
             if len(shapes) > 1:
                 raise ValueError(f"data.in_memory needs images of one size; {self.images.path} has {sorted(shapes)[:3]}"
@@ -250,8 +250,6 @@ class GpuPipeline:
             for step in range(start_step, stop_step):
                 yield self.sampler.indices(step)
             return
-        from .cpu_augment import StepPlan
-
         loader = torch.utils.data.DataLoader(
             RawBytes(self.images), batch_sampler=StepPlan(self.sampler, start_step, stop_step),
             num_workers=self.data.workers, collate_fn=lambda items: [list(x) for x in zip(*items)],
@@ -273,12 +271,9 @@ class GpuPipeline:
             try:
                 images.append(decode_rgb(data, self.device))
             except RuntimeError:  # corrupt: ImageFolder.decode reports it and substitutes the next readable image
-                images.append(self.images.decode(index, self._report_bad)[1].to(self.device))
+                _, image = self.images.decode(index, lambda name, error: record_unreadable(self.bad_images, [name]))
+                images.append(image.to(self.device))
         return images
-
-    def _report_bad(self, name: str, error: Exception) -> None:
-        if name not in self.bad_images:
-            self.bad_images.append(name)
 
     def augment(self, batch, step: int):
         images = self.decode(batch)

@@ -107,3 +107,8 @@ def decode_rgb(data: Union[bytes, torch.Tensor], device: Union[str, torch.device
         raise RuntimeError("empty file")
     encoded = data if isinstance(data, torch.Tensor) else torch.frombuffer(bytearray(data), dtype=torch.uint8)
     return decode_image(encoded, mode=ImageReadMode.RGB).to(device)
+
+
+def record_unreadable(seen: List[str], names: List[str]) -> None:
+    """Add ``names`` to the pipeline's list of unreadable files: each file once, in the order first met."""
+    seen += [name for name in dict.fromkeys(names) if name not in seen]

@@ -39,3 +39,17 @@ class StepSampler:
     def sample_seeds(self, step: int) -> torch.Tensor:
         first = (self.seed * 1_000_003 + step) * self.global_batch
         return torch.arange(first, first + self.global_batch)[self.local_slice()]
+
+
+class StepPlan:
+    """The DataLoader's batch sampler: the ``(index, seed)`` items of steps start..stop-1, made lazily."""
+
+    def __init__(self, sampler: StepSampler, start: int, stop: int):
+        self.sampler, self.start, self.stop = sampler, start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __iter__(self):
+        for step in range(self.start, self.stop):
+            yield list(zip(self.sampler.indices(step).tolist(), self.sampler.sample_seeds(step).tolist()))
