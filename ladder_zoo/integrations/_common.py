@@ -1,10 +1,11 @@
 """What every detection adapter needs: frozen BatchNorm, frozen stages, feature names / channels / strides
 read off ``feature_info``, and the pixel statistics of the weights' ``pretrained_cfg``."""
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from .. import create_model
 from ..models import level_names
 
 STAGE_MODULES = (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))  # stem, res2..res5
@@ -50,9 +51,12 @@ def pixel_stats(model: nn.Module, scale: float = 255.0) -> Dict[str, List[float]
     return {"mean": [round(m * scale, 4) for m in cfg["mean"]], "std": [round(s * scale, 4) for s in cfg["std"]]}
 
 
-def check_convertible(name: str) -> None:
+def model_to_convert(name: str, checkpoint: Optional[str] = None, revision: Optional[str] = None) -> nn.Module:
+    """The zoo model whose weights a converter writes: the tag's pretrained weights, or ``checkpoint``'s.
+    CIFAR-stem names are refused: detectron2's and mmdet's ResNet cannot hold their stem."""
     if name.split(".")[0].endswith("_cifar"):
         raise ValueError(
             f"{name} has the CIFAR stem (3x3 stride-1 conv1, no max-pool), which detectron2's and mmdet's ResNet "
             "cannot hold; convert an r18 / r50 name, or use the ladder_zoo backbone adapters directly."
         )
+    return create_model(name, pretrained=checkpoint is None, checkpoint_path=checkpoint, revision=revision)

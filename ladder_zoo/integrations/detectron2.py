@@ -26,7 +26,7 @@ import torch
 
 from .. import create_model
 from ..models import LEVELS
-from ._common import check_convertible, feature_specs, freeze_levels, frozen_batchnorm, pixel_stats
+from ._common import feature_specs, freeze_levels, frozen_batchnorm, model_to_convert, pixel_stats
 
 
 def convert_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -45,8 +45,7 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torc
 
 def convert(name: str, out: Path, checkpoint: str = None, revision: str = None) -> Dict[str, list]:
     """Write ``name``'s weights (or ``checkpoint``'s) for detectron2's ResNet; returns the pixel mean / std."""
-    check_convertible(name)
-    model = create_model(name, pretrained=checkpoint is None, checkpoint_path=checkpoint, revision=revision)
+    model = model_to_convert(name, checkpoint, revision)
     weights = {k: v.detach().float().numpy() for k, v in convert_state_dict(model.state_dict()).items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "wb") as f:

@@ -20,7 +20,7 @@ from typing import Dict, Optional, Sequence
 import torch
 
 from .. import create_model
-from ._common import check_convertible, freeze_levels, pixel_stats
+from ._common import freeze_levels, model_to_convert, pixel_stats
 
 SCHEME = "ladder-zoo://"
 
@@ -32,8 +32,7 @@ def convert_state_dict(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.T
 
 def convert(name: str, out: Path, checkpoint: Optional[str] = None, revision: Optional[str] = None) -> Dict[str, list]:
     """Write ``name``'s weights (or ``checkpoint``'s) as an mmdet ResNet checkpoint; returns pixel mean / std."""
-    check_convertible(name)
-    model = create_model(name, pretrained=checkpoint is None, checkpoint_path=checkpoint, revision=revision)
+    model = model_to_convert(name, checkpoint, revision)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": convert_state_dict(model.state_dict()),
                 "meta": {"ladder_zoo": name, **pixel_stats(model)}}, out)
