@@ -33,6 +33,8 @@ class TrainingDiverged(RuntimeError):
 
 
 def train(cfg: Config) -> Path:
+    if cfg.amp not in ("bf16", "none"):
+        raise ValueError(f"amp='{cfg.amp}': choose bf16 or none")
     env = distributed.setup(cfg.device)
     torch.manual_seed(cfg.seed)
     run_dir = cfg.run_dir
@@ -54,8 +56,6 @@ def train(cfg: Config) -> Path:
         net = DistributedDataParallel(model, device_ids=[env.device] if env.device.type == "cuda" else None,
                                       broadcast_buffers=False)
     forward = torch.compile(net) if cfg.compile else net
-    if cfg.amp not in ("bf16", "none"):
-        raise ValueError(f"amp='{cfg.amp}': choose bf16 or none")
     autocast = torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
 
     log = RunLog(run_dir, env.main, cfg.tensorboard, cfg.progress, start, stop, cfg.batch_size)
