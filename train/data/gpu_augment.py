@@ -13,6 +13,7 @@ sliced to this process's images, so a step's augmentation is a pure function of 
 number of processes: exact resume, and DDP runs equal to one process on the same global batch.
 """
 import math
+from functools import lru_cache
 from typing import Iterator, List, Sequence, Union
 
 import torch
@@ -197,12 +198,17 @@ def augment_view(images: Images, spec: ViewSpec, data: DataConfig, draw: Draw) -
     sigma = aug.blur_sigma[0] + (aug.blur_sigma[1] - aug.blur_sigma[0]) * draw()
     x = gaussian_blur(x, sigma, draw() < spec.blur_p, spec.blur_kernel)
     x = torch.where((draw() < spec.solarize_p).view(-1, 1, 1, 1) & (x >= 0.5), 1 - x, x)
-    mean = torch.tensor(data.mean, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(data.std, device=x.device).view(1, 3, 1, 1)
+    mean, std = _normalisation(tuple(data.mean), tuple(data.std), x.device)
     x = (x - mean) / std
     if spec.cutout:
         x = cutout(x, draw, aug.cutout_area, aug.cutout_ratio)
     return x
+
+
+@lru_cache(maxsize=8)
+def _normalisation(mean: tuple, std: tuple, device: torch.device):
+    """[1, 3, 1, 1] mean and std on the device, made once rather than copied to the device every view of every step."""
+    return (torch.tensor(mean, device=device).view(1, 3, 1, 1), torch.tensor(std, device=device).view(1, 3, 1, 1))
 
 
 class RawBytes(torch.utils.data.Dataset):
