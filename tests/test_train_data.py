@@ -57,7 +57,7 @@ PLAIN = dict(jitter_p=0.0, gray_p=0.0, blur_p=(0.0, 0.0), solarize_p=(0.0, 0.0))
 
 def test_crop_geometry_matches_torchvision():
     data = DataConfig(mean=(0, 0, 0), std=(1, 1, 1), augment=AugmentConfig(**PLAIN))
-    spec = ViewSpec("global", 24, (0.08, 1.0), 0.0, 0.0)
+    spec = ViewSpec("global", 24, (0.08, 1.0), 0.0, 0.0, 3)
     image = coordinate_image()
     ours, reference = geometry(draws_gpu(image[None], spec, data)), geometry(draws_cpu(image, spec, data))
     torch.testing.assert_close(summary(ours), summary(reference), atol=0.035, rtol=0)
@@ -65,7 +65,7 @@ def test_crop_geometry_matches_torchvision():
 
 def test_cutout_area_matches_torchvision():
     data = DataConfig(mean=(0, 0, 0), std=(1, 1, 1), augment=AugmentConfig(**PLAIN))
-    spec = ViewSpec("cutout", 24, (1.0, 1.0), 0.0, 0.0, cutout=True)
+    spec = ViewSpec("cutout", 24, (1.0, 1.0), 0.0, 0.0, 3, cutout=True)
     image = coordinate_image(32, 32) // 2 + 64  # no pixel is 0 before the cutout
     erased = lambda v: (v == 0).all(1).float().mean((1, 2))[:, None]  # noqa: E731
     ours, reference = erased(draws_gpu(image[None], spec, data)), erased(draws_cpu(image, spec, data))
@@ -74,7 +74,7 @@ def test_cutout_area_matches_torchvision():
 
 def test_colour_statistics_match_torchvision():
     data = DataConfig(mean=(0, 0, 0), std=(1, 1, 1), augment=AugmentConfig(flip_p=0.0))
-    spec = ViewSpec("global", 32, (1.0, 1.0), 0.5, 0.2)  # whole image: only the colour operations vary
+    spec = ViewSpec("global", 32, (1.0, 1.0), 0.5, 0.2, 3)  # whole image: only the colour operations vary
     images = torch.stack([decode_rgb(p.read_bytes()) for p in sorted(SAMPLE.glob("train/*/*.jpg"))])
 
     def stats(v):
@@ -123,7 +123,7 @@ def test_corrupt_image_is_skipped_and_counted(folder_with_corrupt_image, pipelin
     images = ImageFolder(str(root))
     data = DataConfig(path=str(root), split="", workers=0, image_size=32, in_memory=pipeline == "gpu_in_memory")
     sampler = StepSampler(len(images), 40, seed=0)
-    specs = [ViewSpec("global", 32, (0.08, 1.0), 0.0, 0.0)] * 2
+    specs = [ViewSpec("global", 32, (0.08, 1.0), 0.0, 0.0, 3)] * 2
     cls = CpuPipeline if pipeline == "cpu" else GpuPipeline
     extra = () if pipeline == "cpu" else (0,)
     pipe = cls(images, specs, data, sampler, torch.device("cpu"), False, *extra)

@@ -164,7 +164,7 @@ def test_simsiam_stop_gradient_prevents_collapse(sample_images):
     from train.data.views import ViewSpec
 
     images = torch.stack([decode_rgb(p.read_bytes()) for p in sample_images])
-    spec, data = ViewSpec("global", 16, (0.2, 1.0), 0.0, 0.0), DataConfig(image_size=16)
+    spec, data = ViewSpec("global", 16, (0.2, 1.0), 0.0, 0.0, 3), DataConfig(image_size=16)
 
     def mean_abs_cos(stop_gradient):
         torch.manual_seed(0)

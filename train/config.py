@@ -21,6 +21,7 @@ class AugmentConfig:
     """BYOL's augmentation; per-view probabilities are (view 1, view 2), as in the BYOL paper's table."""
 
     crop_scale: Tuple[float, float] = (0.08, 1.0)
+    interpolation: str = "bicubic"  # crop resize: bicubic (BYOL, MULAN) | bilinear (SimSiam, torchvision's default)
     flip_p: float = 0.5
     jitter: Tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)  # brightness, contrast, saturation, hue
     jitter_p: float = 0.8
@@ -33,7 +34,8 @@ class AugmentConfig:
     local_size: int = 96
     local_scale: Tuple[float, float] = (0.08, 0.25)
     local_blur_p: float = 0.5
-    cutout_area: Tuple[float, float] = (0.2, 0.6)
+    cutout_blur_p: float = 0.5
+    cutout_area: Tuple[float, float] = (0.2, 0.4)  # MULAN main.py's --cutout-range default
     cutout_ratio: Tuple[float, float] = (0.75, 4 / 3)
 
 
