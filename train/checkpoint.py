@@ -76,6 +76,8 @@ def find_resume(cfg: Config) -> Optional[SSLCheckpoint]:
     if cfg.resume == "none":
         return None
     path = cfg.run_dir / "last.pt" if cfg.resume == "auto" else Path(cfg.resume)
+    if path.is_dir():  # a run folder: its latest checkpoint
+        path = path / "last.pt"
     if not path.is_file():
         if cfg.resume == "auto":
             return None

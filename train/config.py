@@ -45,7 +45,7 @@ class DataConfig:
     split: str = "train"  # sub-folder of path holding the class folders ("" when path is the split itself)
     pipeline: str = "gpu"  # gpu: batched per-sample augmentation on the device; cpu: torchvision.transforms.v2
     in_memory: bool = False  # gpu pipeline: decode the whole set once into a uint8 tensor (small sets)
-    workers: int = 8
+    workers: int = 8  # DataLoader workers per process, capped at the CPUs the process has
     image_size: int = 224  # global crop size
     mean: Tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: Tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -64,7 +64,7 @@ class MethodConfig:
     dense_out: int = 128
     dense_block_elements: int = 1 << 26  # similarity elements computed at once by the dense alignment
     views: Dict[str, int] = field(default_factory=lambda: {"global": 2})  # global / local / cutout counts
-    task_weights: Dict[str, float] = field(default_factory=lambda: {"global": 1.0, "local": 1.0, "cutout": 1.0})
+    task_weights: Optional[Dict[str, float]] = None  # None: MULAN's published weights (BYOL 1 each, SimSiam 1/3)
     per_view_predictor: bool = True  # multi-task: one predictor per view type (MULAN); False shares one
     tau: float = 0.996  # BYOL: EMA from tau to 1 by a cosine over training
     stop_gradient: bool = True  # SimSiam ablation: False lets gradients through the target branch (collapses)
@@ -73,7 +73,9 @@ class MethodConfig:
 @dataclass
 class OptimConfig:
     name: str = "lars"  # lars | sgd | adamw
-    lr: float = 7.2  # peak learning rate (not scaled by batch size: write what you mean)
+    lr: float = 7.2  # peak learning rate at batch ref_batch (and min_lr with it)
+    ref_batch: Optional[int] = None  # the global batch the reference publishes lr for; None: lr as is, any batch
+    lr_scaling: str = "linear"  # how lr follows batch_size / ref_batch: linear (BYOL, SimSiam, MULAN) | sqrt | none
     weight_decay: float = 1e-6
     momentum: float = 0.9
     betas: Tuple[float, float] = (0.9, 0.999)  # adamw
@@ -131,12 +133,117 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Co
             if not isinstance(node, dict):
                 raise ValueError(f"override '{item}': '{part}' is not a section")
         node[leaf] = yaml.safe_load(value) if value.strip() else ""  # key= sets the empty string
-    return _build(Config, raw, "")
+    return check(_build(Config, raw, ""))
 
 
 def config_from_dict(raw: Dict[str, Any]) -> Config:
     """The Config a checkpoint recorded (``to_dict`` output), validated like a recipe."""
     return _build(Config, raw, "")
+
+
+# (key, test, what it must be): every numeric or choice setting, checked when the recipe is loaded, before any
+# data is read, so that a bad value is one line naming the key instead of a traceback (or a run that trains
+# nothing) minutes later.
+def _probability(v):
+    return 0.0 <= v <= 1.0
+
+
+def _interval(lo, hi):
+    return lambda v: lo <= v[0] <= v[1] <= hi
+
+
+_CHECKS = [
+    ("epochs", lambda v: v >= 1, "an integer >= 1"),
+    ("batch_size", lambda v: v >= 1, "an integer >= 1 (the global batch, over all processes)"),
+    ("max_steps", lambda v: v is None or v >= 1, "an integer >= 1, or null for the whole schedule"),
+    ("seed", lambda v: v >= 0, "an integer >= 0"),
+    ("device", lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"), "auto, cpu, cuda or cuda:N"),
+    ("amp", lambda v: v in ("bf16", "none"), "bf16 or none (fp16 needs a loss scaler this code does not have)"),
+    ("resume", lambda v: v != "", "auto, none or a checkpoint path"),
+    ("checkpoint_every", lambda v: v >= 1, "an integer >= 1 (steps)"),
+    ("log_every", lambda v: v >= 1, "an integer >= 1 (steps)"),
+    ("data.path", lambda v: v != "", "the ImageFolder root, or a .tar / .tar.gz holding one"),
+    ("data.pipeline", lambda v: v in ("gpu", "cpu"), "gpu or cpu"),
+    ("data.workers", lambda v: v >= 0, "an integer >= 0"),
+    ("data.image_size", lambda v: v >= 8, "an integer >= 8 (pixels)"),
+    ("data.mean", lambda v: all(0.0 <= x <= 1.0 for x in v), "3 values in [0, 1] (pixel scale 0-1)"),
+    ("data.std", lambda v: all(x > 0 for x in v), "3 values > 0"),
+    ("data.augment.crop_scale", _interval(1e-6, 1.0), "(min, max) with 0 < min <= max <= 1"),
+    ("data.augment.interpolation", lambda v: v in ("bicubic", "bilinear"), "bicubic or bilinear"),
+    ("data.augment.flip_p", _probability, "a probability in [0, 1]"),
+    ("data.augment.jitter", lambda v: min(v) >= 0 and v[3] <= 0.5, "4 strengths >= 0, hue <= 0.5"),
+    ("data.augment.jitter_p", _probability, "a probability in [0, 1]"),
+    ("data.augment.gray_p", _probability, "a probability in [0, 1]"),
+    ("data.augment.blur_p", lambda v: all(map(_probability, v)), "2 probabilities in [0, 1]"),
+    ("data.augment.blur_sigma", _interval(1e-6, float("inf")), "(min, max) with 0 < min <= max"),
+    ("data.augment.solarize_p", lambda v: all(map(_probability, v)), "2 probabilities in [0, 1]"),
+    ("data.augment.global_scale_mt", _interval(1e-6, 1.0), "(min, max) with 0 < min <= max <= 1"),
+    ("data.augment.local_size", lambda v: v >= 4, "an integer >= 4 (pixels)"),
+    ("data.augment.local_scale", _interval(1e-6, 1.0), "(min, max) with 0 < min <= max <= 1"),
+    ("data.augment.local_blur_p", _probability, "a probability in [0, 1]"),
+    ("data.augment.cutout_blur_p", _probability, "a probability in [0, 1]"),
+    ("data.augment.cutout_area", lambda v: 0 < v[0] <= v[1] < 1, "(min, max) with 0 < min <= max < 1"),
+    ("data.augment.cutout_ratio", _interval(1e-6, float("inf")), "(min, max) with 0 < min <= max"),
+    ("method.base", lambda v: v in ("byol", "simsiam"), "byol or simsiam"),
+    ("method.ladder_w", lambda v: v > 0, "a number > 0"),
+    ("method.proj_hidden", lambda v: v is None or v >= 1, "an integer >= 1, or null for the method's"),
+    ("method.proj_out", lambda v: v is None or v >= 1, "an integer >= 1, or null for the method's"),
+    ("method.pred_hidden", lambda v: v is None or v >= 1, "an integer >= 1, or null for the method's"),
+    ("method.dense_hidden", lambda v: v >= 1, "an integer >= 1"),
+    ("method.dense_out", lambda v: v >= 1, "an integer >= 1"),
+    ("method.dense_block_elements", lambda v: v >= 1, "an integer >= 1"),
+    ("method.views", lambda v: all(n >= 0 for n in v.values()), "view counts >= 0"),
+    ("method.task_weights", lambda v: v is None or all(w >= 0 for w in v.values()), "weights >= 0, or null"),
+    ("method.tau", _probability, "an EMA rate in [0, 1]"),
+    ("optim.name", lambda v: v in ("lars", "sgd", "adamw"), "lars, sgd or adamw"),
+    ("optim.lr", lambda v: v > 0, "a number > 0"),
+    ("optim.ref_batch", lambda v: v is None or v >= 1, "an integer >= 1, or null to use lr as is"),
+    ("optim.lr_scaling", lambda v: v in ("linear", "sqrt", "none"), "linear, sqrt or none"),
+    ("optim.weight_decay", lambda v: v >= 0, "a number >= 0"),
+    ("optim.momentum", lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    ("optim.betas", lambda v: all(0 <= b < 1 for b in v), "2 numbers in [0, 1)"),
+    ("optim.eta", lambda v: v > 0, "a number > 0"),
+    ("optim.warmup_epochs", lambda v: v >= 0, "a number >= 0"),
+    ("optim.min_lr", lambda v: v >= 0, "a number >= 0"),
+]
+
+
+def check(cfg: Config) -> Config:
+    """Range-check every setting (``_CHECKS``) and the few that depend on each other; returns ``cfg``."""
+    for key, test, expected in _CHECKS:
+        value = _get(cfg, key)
+        if not test(value):
+            raise ValueError(f"{key}={value!r} is not valid: it takes {expected}")
+    if cfg.optim.warmup_epochs > cfg.epochs:
+        raise ValueError(f"optim.warmup_epochs={cfg.optim.warmup_epochs} is longer than epochs={cfg.epochs}: "
+                         "shorten the warmup or train longer")
+    if cfg.optim.min_lr > cfg.optim.lr:
+        raise ValueError(f"optim.min_lr={cfg.optim.min_lr} is above optim.lr={cfg.optim.lr}: the cosine decays "
+                         "from lr to min_lr")
+    return cfg
+
+
+def check_paths(cfg: Config) -> None:
+    """What a run reads from disk exists: ``data.path`` and a ``resume`` checkpoint (a file, or a run folder
+    holding ``last.pt``). Called before any model is built or image decoded."""
+    if not Path(cfg.data.path).exists():
+        raise FileNotFoundError(f"data.path={cfg.data.path}: no such file or folder. Give the ImageFolder root (class "
+                                "folders under data.split) or a .tar / .tar.gz holding one")
+    if cfg.resume in ("auto", "none"):
+        return
+    path = Path(cfg.resume)
+    if path.is_dir() and not (path / "last.pt").is_file():
+        raise FileNotFoundError(f"resume={cfg.resume}: the folder holds no checkpoint (last.pt). Name a checkpoint "
+                                "file or a run folder that has one, or use resume=auto / resume=none")
+    if not path.exists():
+        raise FileNotFoundError(f"resume={cfg.resume}: no such checkpoint. Name a checkpoint file or a run folder, "
+                                "or use resume=auto / resume=none")
+
+
+def _get(cfg: Any, key: str) -> Any:
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
 
 
 def to_dict(cfg: Any) -> Dict[str, Any]:
@@ -195,5 +302,5 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     return value
 
 
-__all__ = ["AugmentConfig", "Config", "DataConfig", "MethodConfig", "OptimConfig", "config_from_dict", "load_config",
+__all__ = ["AugmentConfig", "Config", "DataConfig", "MethodConfig", "OptimConfig", "check", "check_paths", "config_from_dict", "load_config",
            "to_dict"]

@@ -84,14 +84,38 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, predictors: List[nn.Para
     raise ValueError(f"optim.name='{cfg.name}': choose lars, sgd or adamw")
 
 
+LR_SCALING = {"linear": lambda r: r, "sqrt": math.sqrt, "none": lambda r: 1.0}
+
+
+def lr_scale(cfg: Config) -> float:
+    """Factor from the reference batch's rates (``optim.lr``, ``optim.min_lr`` at ``optim.ref_batch``) to this
+    run's ``batch_size``: the reference's rule, e.g. linear as BYOL's 0.2 x batch / 256."""
+    if cfg.optim.ref_batch is None:
+        return 1.0
+    return LR_SCALING[cfg.optim.lr_scaling](cfg.batch_size / cfg.optim.ref_batch)
+
+
+def describe_lr(cfg: Config) -> str:
+    """One start-up line saying which peak rate the run uses and why."""
+    o = cfg.optim
+    if o.ref_batch is None:
+        return f"lr {o.lr:g} (optim.ref_batch unset: not scaled with batch_size {cfg.batch_size})"
+    if o.ref_batch == cfg.batch_size:
+        return f"lr {o.lr:g} at the reference batch {o.ref_batch}"
+    return (f"lr {o.lr:g} is the rate at batch {o.ref_batch}; batch_size {cfg.batch_size} scales it ({o.lr_scaling} "
+            f"rule, optim.lr_scaling) to {o.lr * lr_scale(cfg):.4g}, min_lr to {o.min_lr * lr_scale(cfg):.4g}")
+
+
 def learning_rate(step: int, cfg: Config, steps_per_epoch: int) -> float:
-    """Linear warmup from 0 over ``warmup_epochs``, then a cosine (without restart) to ``min_lr``."""
+    """Linear warmup from 0 over ``warmup_epochs``, then a cosine (without restart) to ``min_lr``; both rates
+    scaled from the reference batch (``lr_scale``)."""
     total = cfg.epochs * steps_per_epoch
     warmup = round(cfg.optim.warmup_epochs * steps_per_epoch)
+    peak, floor = cfg.optim.lr * lr_scale(cfg), cfg.optim.min_lr * lr_scale(cfg)
     if step < warmup:
-        return cfg.optim.lr * (step + 1) / warmup
+        return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
-    return cfg.optim.min_lr + (cfg.optim.lr - cfg.optim.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+    return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float, peak: float) -> None:

@@ -20,11 +20,11 @@ from torch.nn.parallel import DistributedDataParallel
 from . import checkpoint, distributed
 from ladder_zoo.models import ARCHITECTURES
 
-from .config import Config, load_config, to_dict
+from .config import Config, check_paths, load_config, to_dict
 from .data import build_pipeline
 from .methods import build_model
 from .methods.byol import ema_tau
-from .optim import build_optimizer, learning_rate, set_learning_rate
+from .optim import build_optimizer, describe_lr, learning_rate, lr_scale, set_learning_rate
 from .runlog import RunLog
 
 
@@ -33,8 +33,7 @@ class TrainingDiverged(RuntimeError):
 
 
 def train(cfg: Config) -> Path:
-    if cfg.amp not in ("bf16", "none"):
-        raise ValueError(f"amp='{cfg.amp}': choose bf16 or none")
+    check_paths(cfg)  # before any start-up work: a wrong path is one line, not a traceback after decoding
     env = distributed.setup(cfg.device)
     torch.manual_seed(cfg.seed)
     run_dir = cfg.run_dir
@@ -64,6 +63,7 @@ def train(cfg: Config) -> Path:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         log.message(f"{cfg.name}: {cfg.model}, levels '{cfg.method.levels}', {env.world} process(es) on "
                     f"{env.device.type}, steps {start}..{stop} of {total}" + (f" (resumed {resumed.path})" if resumed else ""))
+        log.message(describe_lr(cfg))
     nonfinite = torch.zeros((), device=env.device)
     checked, reported_bad = start, 0
     model.train()
@@ -71,7 +71,7 @@ def train(cfg: Config) -> Path:
     for step in range(start, stop):
         batch = next(batches)  # load
         views = data.augment(batch, step)  # augment, on the device for the gpu pipeline
-        set_learning_rate(optimizer, learning_rate(step, cfg, steps_per_epoch), cfg.optim.lr)
+        set_learning_rate(optimizer, learning_rate(step, cfg, steps_per_epoch), cfg.optim.lr * lr_scale(cfg))
         out = train_step(forward, model, optimizer, views, autocast, ema_tau(step, total, cfg.method.tau))
         nonfinite += ~torch.isfinite(out["loss"].detach())
         log.accumulate(out)
@@ -141,6 +141,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
     except (ValueError, FileNotFoundError) as e:
+        parser.error(str(e))
+    try:
+        check_paths(cfg)
+    except FileNotFoundError as e:
         parser.error(str(e))
     try:
         train(cfg)

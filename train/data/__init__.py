@@ -1,4 +1,7 @@
 """Data: ImageFolder sets from folders or tars, the per-step sampler, views and the two augmentation pipelines."""
+import dataclasses
+import os
+
 import torch
 
 from ..config import Config
@@ -12,14 +15,24 @@ from .views import view_specs
 def build_pipeline(cfg: Config, rank: int, world: int, device: torch.device):
     """The configured pipeline over ``cfg.data``: ``batches(start, stop)`` to iterate, ``augment(batch, step)``
     to get the views on the device, ``bad_images`` listing images that could not be decoded."""
-    images = ImageFolder(cfg.data.path, cfg.data.split)
+    data = dataclasses.replace(cfg.data, workers=usable_workers(cfg.data.workers))
+    images = ImageFolder(data.path, data.split)
     sampler = StepSampler(len(images), cfg.batch_size, cfg.seed, rank, world)
-    specs = view_specs(cfg.data, cfg.method.views)
-    if cfg.data.pipeline == "cpu":
-        return CpuPipeline(images, specs, cfg.data, sampler, device, cfg.channels_last)
-    if cfg.data.pipeline == "gpu":
-        return GpuPipeline(images, specs, cfg.data, sampler, device, cfg.channels_last, cfg.seed)
+    specs = view_specs(data, cfg.method.views)
+    if data.pipeline == "cpu":
+        return CpuPipeline(images, specs, data, sampler, device, cfg.channels_last)
+    if data.pipeline == "gpu":
+        return GpuPipeline(images, specs, data, sampler, device, cfg.channels_last, cfg.seed)
     raise ValueError(f"data.pipeline='{cfg.data.pipeline}': choose gpu or cpu")
+
+
+def usable_workers(asked: int) -> int:
+    """``data.workers`` capped at this process's share of the CPUs it may run on: a recipe written for a
+    16-core GPU node runs on a laptop without DataLoader's oversubscription warning (the augmentation does not
+    depend on the number of workers)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_process = max(1, cpus // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return min(asked, per_process)
 
 
 __all__ = ["ImageFolder", "StepSampler", "build_pipeline", "view_specs"]

@@ -18,6 +18,7 @@ from ..losses import byol_loss
 class BYOL:
     uses_target_network = True  # an EMA copy of backbone and projectors gives the targets
     pair_scale = 2.0  # the symmetrised loss sums its two directions: 2 x the mean over view pairs
+    task_weight = 1.0  # multi-task: MULAN's BYOL command, --task-weights 1.0 1.0 1.0
     loss = staticmethod(byol_loss)
 
     def __init__(self, cfg: MethodConfig):

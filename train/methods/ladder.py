@@ -50,7 +50,16 @@ class LadderSiamese(nn.Module):
             raise ValueError("method.stop_gradient=false is SimSiam's collapse ablation; BYOL's EMA target has no grad")
         check_views(cfg.views)
         self.views = dict(cfg.views)
-        self.task_weights = {t: cfg.task_weights[t] for t in self.views}
+        # Two global views alone: the base method's symmetrised loss (BYOL sums its two directions). Multi-task
+        # (MULAN, algorithms.py): every task is the plain mean over its (view, target) pairs, weighted.
+        multitask = set(self.views) != {"global"}
+        self.pair_scale = 1.0 if multitask else self.base.pair_scale
+        weights = cfg.task_weights or {t: self.base.task_weight if multitask else 1.0 for t in self.views}
+        missing = set(self.views) - set(weights)
+        if missing:
+            raise ValueError(f"method.task_weights={weights} has no weight for view type(s) {sorted(missing)}: give "
+                             f"one per view type in method.views, or leave task_weights unset for MULAN's")
+        self.task_weights = {t: weights[t] for t in self.views}
         self.stop_gradient = cfg.stop_gradient
         self.block_elements = cfg.dense_block_elements
 
@@ -124,7 +133,7 @@ class LadderSiamese(nn.Module):
                         for i, j in pairs
                     ) / len(pairs)
                     task = (task + task_dense) / 2
-                level_loss = level_loss + self.task_weights[view_type] * self.base.pair_scale * task
+                level_loss = level_loss + self.task_weights[view_type] * self.pair_scale * task
             losses[level] = level_loss
         return losses, online
 

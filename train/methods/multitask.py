@@ -1,16 +1,19 @@
-"""Multi-task asymmetric Siamese SSL (De Plaen et al., 2026, "MULAN"): one alignment task per view type.
+"""Multi-task asymmetric Siamese SSL (De Plaen et al., 2026, "MULAN", arXiv:2602.05845): one alignment task
+per view type (pfdp0/mulan ``algorithms.py``, ``BYOLMultiTaskAlgorithm`` / ``SimSiamMultiTaskAlgorithm``).
 
-Views: 2 global (scale 0.25-1), 2 local (96 px, scale 0.08-0.25) and 1 cutout view (a global crop with one
-block, 0.2-0.6 of its area, filled with the mean colour). Every task predicts the target's *global* views,
-through its own predictor (a single predictor shared by all view types destabilises BYOL and SimSiam):
+Views (``augmentations.py``, ``TrainTransformMultiTask``): 2 global (scale 0.25-1), 2 local (96 px, scale
+0.08-0.25) and 1 cutout view (a global crop with one block, 0.2-0.4 of its area, filled with the mean colour
+before the photometric operations). Every task predicts the target's *global* views, through its own predictor
+(a single predictor shared by all view types destabilises BYOL and SimSiam):
 
-    L_global = s * mean_{i != j} L(q_global(y_gi), sg(y'_gj))
-    L_local  = s * mean_{i, j}   L(q_local(y_li),  sg(y'_gj))
-    L_cutout = s * mean_{i, j}   L(q_cutout(y_ci), sg(y'_gj))
+    L_global = mean_{i != j} L(q_global(y_gi), sg(y'_gj))
+    L_local  = mean_{i, j}   L(q_local(y_li),  sg(y'_gj))
+    L_cutout = mean_{i, j}   L(q_cutout(y_ci), sg(y'_gj))
     L = w_global L_global + w_local L_local + w_cutout L_cutout        (weights 1, 1, 1 for BYOL; 1/3 for SimSiam)
 
-with s the base method's pair scale, so that with two global views and nothing else L is exactly BYOL's
-(or SimSiam's) symmetrised loss. ``ladder.py`` applies the tasks at every active level.
+with L the base loss of one pair (BYOL 2 - 2 cos, SimSiam -cos): a plain mean over (view, target) pairs, as
+MULAN's code computes it. (Two global views alone keep the base method's own symmetrised loss, which for BYOL
+sums its two directions.) ``ladder.py`` applies the tasks at every active level.
 """
 from typing import Dict, List, Tuple
 

@@ -16,6 +16,7 @@ from ..losses import simsiam_loss
 class SimSiam:
     uses_target_network = False  # targets are the online projections, detached
     pair_scale = 1.0  # the symmetrised loss averages its two directions
+    task_weight = 1 / 3  # multi-task: MULAN's SimSiam command, --task-weights 0.333 0.333 0.333
     loss = staticmethod(simsiam_loss)
 
     def __init__(self, cfg: MethodConfig):

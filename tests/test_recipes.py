@@ -1,0 +1,190 @@
+"""Recipes exact to their references: the values that matter, pinned per recipe; the multi-task loss as MULAN
+computes it; the lr rule at a declared reference batch; bad settings refused in one line before any work."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from timm.models.resnet import BasicBlock, ResNet
+
+from train.config import Config, MethodConfig, OptimConfig, load_config
+from train.data.views import view_specs
+from train.losses import byol_loss, simsiam_loss
+from train.methods import LadderSiamese
+from train.optim import describe_lr, learning_rate
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "train" / "configs"
+
+# (crop_scale, interpolation, jitter, blur_p, solarize_p) of each reference's two global views
+BYOL_AUG = ((0.08, 1.0), "bicubic", (0.4, 0.4, 0.2, 0.1), (1.0, 0.1), (0.0, 0.2))  # BYOL / Ladder, ImageNet
+SOLO_AUG = ((0.08, 1.0), "bicubic", (0.4, 0.4, 0.2, 0.1), (0.0, 0.0), (0.0, 0.2))  # solo-learn CIFAR asymmetric
+SIMSIAM_AUG = ((0.2, 1.0), "bilinear", (0.4, 0.4, 0.4, 0.1), (0.5, 0.5), (0.0, 0.0))  # main_simsiam.py
+SIMSIAM_CIFAR_AUG = ((0.2, 1.0), "bilinear", (0.4, 0.4, 0.4, 0.1), (0.0, 0.0), (0.0, 0.0))  # blur off at 32 px
+# (optimizer, lr, ref_batch, batch, weight_decay, min_lr, warmup_epochs, eta, clip, exclude_bias_norm, fixed pred lr)
+LADDER_IN1K = ("lars", 7.2, 4096, 4096, 1e-6, 0.0, 10.0, 0.001, False, True, False)
+MULAN_IN1K = ("lars", 0.4, 256, 1024, 1.5e-6, 0.0004, 10.0, 0.001, False, True, False)
+SIMSIAM_IN1K = ("sgd", 0.05, 256, 512, 1e-4, 0.0, 0.0, None, None, False, True)
+SOLO_CIFAR = ("lars", 1.0, 256, 256, 1e-5, 0.0, 10.0, 0.02, True, True, False)
+SIMSIAM_CIFAR = ("sgd", 0.03, 256, 256, 5e-4, 0.0, 0.0, None, None, False, True)
+
+RECIPES = {
+    "byol_r50_in1k_200ep": (BYOL_AUG, LADDER_IN1K, 0.996),
+    "ladder_byol_r50_in1k_200ep": (BYOL_AUG, LADDER_IN1K, 0.996),
+    "densebyol_r50_in1k_200ep": (BYOL_AUG, LADDER_IN1K, 0.996),
+    "ladder_densebyol_r50_in1k_200ep": (BYOL_AUG, LADDER_IN1K, 0.996),
+    "byol_mt_r50_in1k_200ep": (BYOL_AUG, MULAN_IN1K, 0.996),
+    "ladder_byol_mt_r50_in1k_200ep": (BYOL_AUG, MULAN_IN1K, 0.996),
+    "simsiam_r50_in1k_200ep": (SIMSIAM_AUG, SIMSIAM_IN1K, None),
+    "ladder_simsiam_r50_in1k_200ep": (SIMSIAM_AUG, SIMSIAM_IN1K, None),
+    "byol_r18_cifar_cifar10_200ep": (SOLO_AUG, SOLO_CIFAR, 0.99),
+    "ladder_byol_r18_cifar_cifar10_200ep": (SOLO_AUG, SOLO_CIFAR, 0.99),
+    "densebyol_r18_cifar_cifar10_200ep": (SOLO_AUG, SOLO_CIFAR, 0.99),
+    "ladder_densebyol_r18_cifar_cifar10_200ep": (SOLO_AUG, SOLO_CIFAR, 0.99),
+    "byol_mt_r18_cifar_cifar10_200ep": (SOLO_AUG, SOLO_CIFAR, 0.99),
+    "ladder_byol_mt_r18_cifar_cifar10_200ep": (SOLO_AUG, SOLO_CIFAR, 0.99),
+    "simsiam_r18_cifar_cifar10_200ep": (SIMSIAM_CIFAR_AUG, SIMSIAM_CIFAR, None),
+    "ladder_simsiam_r18_cifar_cifar10_200ep": (SIMSIAM_CIFAR_AUG, SIMSIAM_CIFAR, None),
+}
+
+
+def test_the_table_covers_every_recipe():
+    assert set(RECIPES) == {p.stem for p in CONFIGS.glob("*.yaml")}
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_recipe_values_are_their_references(recipe):
+    (scale, interpolation, jitter, blur_p, solarize_p), optim, tau = RECIPES[recipe]
+    cfg = load_config(str(CONFIGS / f"{recipe}.yaml"))
+    a, o = cfg.data.augment, cfg.optim
+    assert (a.crop_scale, a.interpolation, a.jitter, a.blur_p, a.solarize_p) == (scale, interpolation, jitter, blur_p,
+                                                                                 solarize_p)
+    assert (a.flip_p, a.jitter_p, a.gray_p, a.blur_sigma) == (0.5, 0.8, 0.2, (0.1, 2.0))
+    name, lr, ref_batch, batch, wd, min_lr, warmup, eta, clip, exclude, fixed = optim
+    assert (o.name, o.lr, o.ref_batch, cfg.batch_size, o.weight_decay) == (name, lr, ref_batch, batch, wd)
+    assert (o.min_lr, o.warmup_epochs, o.exclude_bias_norm, o.fixed_predictor_lr) == (min_lr, warmup, exclude, fixed)
+    assert o.lr_scaling == "linear" and o.momentum == 0.9 and cfg.epochs == 200
+    if name == "lars":
+        assert (o.eta, o.clip_lars_lr) == (eta, clip)
+    if tau is not None:
+        assert cfg.method.base == "byol" and cfg.method.tau == tau
+        assert (cfg.method.proj_hidden, cfg.method.proj_out, cfg.method.pred_hidden) == (4096, 256, 4096)
+    else:
+        assert cfg.method.base == "simsiam"
+        assert (cfg.method.proj_hidden, cfg.method.proj_out, cfg.method.pred_hidden) == (2048, 2048, 512)
+    if "_mt_" in recipe:  # MULAN's multi-task views (augmentations.py, main.py defaults)
+        assert cfg.method.views == {"global": 2, "local": 2, "cutout": 1}
+        assert cfg.method.task_weights in (None, {"global": 1.0, "local": 1.0, "cutout": 1.0})
+        assert (a.global_scale_mt, a.local_scale, a.cutout_area, a.cutout_ratio) == (
+            (0.25, 1.0), (0.08, 0.25), (0.2, 0.4), (0.75, 4 / 3))
+        specs = view_specs(cfg.data, cfg.method.views)
+        cutout = next(s for s in specs if s.cutout)
+        local = next(s for s in specs if s.kind == "local")
+        assert cutout.solarize_p == 0.0 and local.solarize_p == 0.0
+        assert local.blur_kernel == specs[0].blur_kernel  # MULAN blurs 96 px local crops with the 23 px kernel
+        if "in1k" in recipe:
+            assert (a.local_size, a.local_blur_p, a.cutout_blur_p, cutout.blur_p) == (96, 0.5, 0.5, 0.5)
+            assert specs[0].blur_kernel == 23
+    peak_step = round(warmup * 100)  # 100 steps per epoch: the first step after warmup runs at the peak
+    assert learning_rate(peak_step, cfg, 100) == pytest.approx(lr * batch / ref_batch)
+    assert learning_rate(200 * 100 - 1, cfg, 100) == pytest.approx(min_lr * batch / ref_batch, abs=1e-6)
+
+
+# --- the multi-task loss: MULAN's plain mean over (view, target) pairs ------------------------------------------
+def tiny_backbone(seed=0):
+    torch.manual_seed(seed)
+    return ResNet(BasicBlock, [1, 1, 1, 1], channels=(8, 16, 32, 64), num_classes=0)
+
+
+def heads(**kw):
+    return MethodConfig(**{"proj_hidden": 32, "proj_out": 16, "pred_hidden": 32, **kw})
+
+
+def _pooled(model, backbone, projectors, x):
+    f = backbone.forward_intermediates(x, indices=[4], intermediates_only=True)[0]
+    return projectors["res5"](f.mean((2, 3)))
+
+
+@pytest.mark.parametrize("base", ["byol", "simsiam"])
+def test_multitask_loss_is_the_weighted_plain_mean_over_pairs(base):
+    counts = {"global": 2, "local": 2, "cutout": 1}
+    model = LadderSiamese(tiny_backbone(), heads(base=base, views=counts, **(
+        {"proj_hidden": 32, "proj_out": 16, "pred_hidden": 8} if base == "simsiam" else {})))
+    model.eval()  # BN on running statistics: each view's embedding independent of the others
+    torch.manual_seed(1)
+    views = {"global": [torch.randn(4, 3, 32, 32) for _ in range(2)],
+             "local": [torch.randn(4, 3, 16, 16) for _ in range(2)], "cutout": [torch.randn(4, 3, 32, 32)]}
+    out = model(views)
+    loss = byol_loss if base == "byol" else simsiam_loss
+    target_net = (model.target_backbone, model.target_projectors) if base == "byol" else (model.backbone,
+                                                                                          model.projectors)
+    with torch.no_grad():
+        targets = [_pooled(model, *target_net, x) for x in views["global"]]
+    weight = 1.0 if base == "byol" else 1 / 3  # MULAN's commands: --task-weights 1 1 1 / 0.333 0.333 0.333
+    expected = 0.0
+    for kind, xs in views.items():
+        q = model.predictors["res5"][kind]
+        pairs = [(i, j) for i in range(len(xs)) for j in range(2) if kind != "global" or i != j]
+        expected += weight * sum(loss(q(_pooled(model, model.backbone, model.projectors, xs[i])), targets[j]).mean()
+                                 for i, j in pairs) / len(pairs)
+    torch.testing.assert_close(out["loss"], expected)
+
+
+def test_two_global_views_keep_byols_symmetrised_sum():
+    model = LadderSiamese(tiny_backbone(), heads()).eval()
+    views = {"global": [torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)]}
+    with_mt_scale = LadderSiamese(tiny_backbone(), heads(views={"global": 2, "local": 1})).eval()
+    with_mt_scale.load_state_dict(model.state_dict(), strict=False)
+    assert model.pair_scale == 2.0 and with_mt_scale.pair_scale == 1.0
+    assert model.task_weights == {"global": 1.0}
+
+
+def test_task_weights_must_cover_every_view_type():
+    with pytest.raises(ValueError, match="no weight for view type"):
+        LadderSiamese(tiny_backbone(), heads(views={"global": 2, "local": 2}, task_weights={"global": 1.0}))
+
+
+# --- lr at a reference batch -----------------------------------------------------------------------------------
+def test_lr_follows_the_reference_rule_and_says_so():
+    cfg = load_config(str(CONFIGS / "byol_r50_in1k_200ep.yaml"), ["batch_size=512"])
+    assert max(learning_rate(s, cfg, 10) for s in range(2000)) == pytest.approx(7.2 * 512 / 4096, rel=1e-3)
+    assert "scales it (linear rule, optim.lr_scaling) to 0.9" in describe_lr(cfg)
+    sqrt = load_config(str(CONFIGS / "byol_r50_in1k_200ep.yaml"), ["batch_size=1024", "optim.lr_scaling=sqrt"])
+    assert max(learning_rate(s, sqrt, 10) for s in range(2000)) == pytest.approx(3.6, rel=1e-3)
+    plain = Config(batch_size=8, optim=OptimConfig(lr=1.0, warmup_epochs=0))
+    assert learning_rate(0, plain, 10) == pytest.approx(1.0) and "not scaled" in describe_lr(plain)
+
+
+# --- bad settings: one line, before any data is read -------------------------------------------------------------
+@pytest.mark.parametrize("override, message", [
+    ("batch_size=0", "batch_size=0 is not valid: it takes an integer >= 1"),
+    ("batch_size=-4", "batch_size=-4 is not valid"),
+    ("amp=fp16", "amp='fp16' is not valid: it takes bf16 or none"),
+    ("optim.lr=-1", "optim.lr=-1.0 is not valid"),
+    ("data.augment.gray_p=1.5", "data.augment.gray_p=1.5 is not valid: it takes a probability"),
+    ("data.augment.crop_scale=[0.5, 0.1]", "data.augment.crop_scale=(0.5, 0.1) is not valid"),
+    ("optim.warmup_epochs=300", "optim.warmup_epochs=300.0 is longer than epochs=200"),
+    ("method.tau=2", "method.tau=2.0 is not valid"),
+])
+def test_out_of_range_settings_are_refused_at_load(override, message):
+    with pytest.raises(ValueError) as e:
+        load_config(str(CONFIGS / "byol_r18_cifar_cifar10_200ep.yaml"), [override])
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("batch_size=0", "batch_size=0 is not valid"),
+    ("data.path=/no/such/archive.tar.gz", "data.path=/no/such/archive.tar.gz: no such file or folder"),
+    ("resume={empty}", "the folder holds no checkpoint (last.pt)"),
+])
+def test_pretrain_command_errors_are_one_line(override, message, tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "train.pretrain", "--config", str(CONFIGS / "byol_r18_cifar_cifar10_200ep.yaml"),
+         "data.path=tests/data/cifar10_sample", f"out_dir={tmp_path}/run", override.format(empty=tmp_path / "empty")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert message in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "run").exists()  # nothing was started
