@@ -66,8 +66,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _list(args) -> int:
     if args.pretrained:
-        for name in list_pretrained(args.pattern):
+        names = list_pretrained(args.pattern)
+        for name in names:
             print(name)
+        if not names:
+            print(f"no published weights{' match ' + repr(args.pattern) if args.pattern not in (None, '*') else ' yet'}; "
+                  "`ladder-zoo list` shows every declared tag and the recipe that trains it", file=sys.stderr)
         return 0
     rows = [("name", "weights", "method")]
     for arch in list_models(args.pattern):
@@ -105,12 +109,14 @@ def _weights_status(arch: str, tag: str) -> str:
     repo = hub.repo_id(arch, tag)
     where = [str(root / repo) for root in hub.local_hub_roots() if (root / repo).is_dir()]
     if hub.is_published(repo):
-        cached = isinstance(try_to_load_from_cache(repo, WEIGHTS_NAME), str)
-        where.insert(0, "Hub cache" if cached else "Hub")
-        return "published: " + ", ".join(where)
+        revision = hub.releases()[repo].get("revision")
+        if revision:  # pushed: the release records the Hub commit
+            cached = isinstance(try_to_load_from_cache(repo, WEIGHTS_NAME, revision=revision), str)
+            where.insert(0, f"on the Hub @ {revision[:12]}" + (" (in the Hub cache)" if cached else ""))
+        return "released: " + (", ".join(where) or "no copy here (not pushed to the Hub, no local folder)")
     if where:
-        return "unpublished, local copy: " + ", ".join(where)
-    return f"not published; recipe {hub.recipe_path(arch, tag)}"
+        return "not released, local copy: " + ", ".join(where)
+    return f"not released; recipe {hub.recipe_path(arch, tag)}"
 
 
 def _features(args) -> int:
@@ -123,8 +129,10 @@ def _features(args) -> int:
               "nothing beyond their shapes.", file=sys.stderr)
         torch.manual_seed(0)  # the same random weights every run
     kwargs = dict(features_only=True, pretrained=not args.random_init, revision=args.revision)
+    weights = "random init" if args.random_init else "pretrained"
     if args.checkpoint:
         kwargs["checkpoint_path"] = args.checkpoint
+        weights = f"checkpoint {args.checkpoint}"
     if args.out_indices:
         kwargs["out_indices"] = tuple(args.out_indices)
     try:
@@ -163,8 +171,7 @@ def _features(args) -> int:
         raise ValueError("no readable image among the inputs")
 
     norm = torch.cat(norms)
-    print(f"{args.name} ({'random init' if args.random_init else 'pretrained'}): {len(done)} images, "
-          f"input {tuple(batch[0].shape)}")
+    print(f"{args.name} ({weights}): {len(done)} images, input {tuple(batch[0].shape)}")
     info = model.feature_info
     rows = [("stage", "level", "shape (C, H, W)", "stride", "pooled L2 norm mean", "min", "max")]
     for j, (level, channels, stride) in enumerate(zip(levels, info.channels(), info.reduction())):
@@ -180,7 +187,7 @@ def _features(args) -> int:
         print(f"skipped {len(skipped)} unreadable image(s): {', '.join(skipped)}", file=sys.stderr)
     if args.out:
         tensors = {f"stage{i}": torch.cat(store) for i, store in zip(info.out_indices, maps)}
-        meta = {"model": args.name, "weights": "random-init" if args.random_init else "pretrained",
+        meta = {"model": args.name, "weights": weights,
                 "levels": json.dumps(levels), "images": json.dumps([str(p) for p in done])}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(args.out), metadata=meta)

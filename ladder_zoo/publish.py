@@ -40,12 +40,16 @@ def write_hub_folder(
     """Write config.json, the weights (``dtype``, sharded past ``max_shard_size``) and README.md into ``out_dir``."""
     from . import __version__, create_model
 
+    from .models import default_cfgs
+
     out_dir = Path(out_dir)
+    declared = tag in default_cfgs[architecture].tags  # a release tag; any other tag is a run's own export
+    model = create_model(f"{architecture}.{tag}" if declared else architecture)
+    model.load_state_dict(state_dict, strict=True)  # validates the state dict before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = create_model(f"{architecture}.{tag}")  # validates the name and the state dict before anything is written
-    model.load_state_dict(state_dict, strict=True)
 
     cfg = {k: v for k, v in model.pretrained_cfg.items() if k not in ("file", "hf_hub_id", "source", "url", "state_dict")}
+    cfg["tag"] = tag
     config = {
         "architecture": architecture,
         "num_classes": 0,

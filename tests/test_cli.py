@@ -1,6 +1,8 @@
 """The ``ladder-zoo`` command: list, info, features (the README's main job), torch.hub entry points."""
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,12 +21,19 @@ def released(isolated_hub):
     return isolated_hub(ARCH, TAG, seed=21)
 
 
+def released_folder(_):
+    import os
+
+    return os.path.join(os.environ["LADDER_ZOO_HUB_DIR"], "ladder-zoo", f"{ARCH}.{TAG}")
+
+
 def test_list_and_info(released, capsys):
     assert main(["list", "ladder_*"]) == 0
     out = capsys.readouterr().out
     names = [line.split()[0] for line in out.splitlines()[1:]]
     assert "ladder_byol_r50" in names and "byol_r50" not in names and len(names) == 12
-    assert f"{TAG} (published: " in out and "not published; recipe train/configs/ladder_byol_r50_in1k_200ep.yaml" in out
+    assert f"{TAG} (released: {released_folder(released)}" in out  # a local copy, never pushed: no Hub named
+    assert "not released; recipe train/configs/ladder_byol_r50_in1k_200ep.yaml" in out
 
     assert main(["list", "--pretrained"]) == 0
     assert capsys.readouterr().out.split() == [f"{ARCH}.{TAG}"]
@@ -86,7 +95,8 @@ def test_unknown_name_and_bad_out_indices(capsys):
 
 
 def test_console_script_is_installed():
-    exe = shutil.which("ladder-zoo")
+    # next to the interpreter running the tests: README's `.venv/bin/python -m pytest` works without activating
+    exe = shutil.which("ladder-zoo", path=str(Path(sys.executable).parent))
     assert exe, "pip install -e . installs the ladder-zoo command"
     result = subprocess.run([exe, "list", "simsiam_*"], capture_output=True, text=True, check=True)
     assert "simsiam_r18_cifar" in result.stdout
@@ -116,3 +126,23 @@ def test_convert_prints_the_framework_settings(tmp_path, capsys):
     assert main(["convert", "byol_r18", "--to", "mmdet", str(tmp_path / "mm.pth"),
                  "--checkpoint", str(tmp_path / "w.safetensors")]) == 0
     assert "bgr_to_rgb=True" in capsys.readouterr().out
+
+
+def test_list_pretrained_says_when_nothing_is_published(isolated_hub, capsys):
+    assert main(["list", "--pretrained"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and "no published weights yet" in captured.err and "ladder-zoo list" in captured.err
+
+
+def test_features_from_a_checkpoint_say_so(tmp_path, sample_images, capsys):
+    from safetensors.torch import save_file
+
+    from helpers import random_state_dict
+
+    save_file(random_state_dict(ARCH, seed=3), str(tmp_path / "w.safetensors"))
+    out_file = tmp_path / "f.safetensors"
+    assert main(["features", ARCH, *map(str, sample_images[:2]), "--checkpoint", str(tmp_path / "w.safetensors"),
+                 "--out", str(out_file)]) == 0
+    assert f"{ARCH} (checkpoint {tmp_path / 'w.safetensors'}): 2 images" in capsys.readouterr().out
+    with safe_open(str(out_file), "pt") as f:
+        assert f.metadata()["weights"] == f"checkpoint {tmp_path / 'w.safetensors'}"

@@ -264,3 +264,31 @@ def test_register_release_records_every_file(tmp_path, monkeypatch):
         assert hub.is_published("ladder-zoo/x.y")
     finally:
         hub.releases.cache_clear()
+
+
+def test_any_run_exports_under_any_tag_and_only_finished_recipe_runs_register(uninterrupted, tmp_path):
+    from ladder_zoo import hub
+
+    before = hub.RELEASES_FILE.read_bytes()
+    out = tmp_path / "export" / f"{ARCH}.my-test_20steps"
+    ok = subprocess.run([sys.executable, "-m", "train.export", str(uninterrupted / "last.pt"), "--out", str(out)],
+                        cwd=ROOT, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    by_path = ladder_zoo.create_model(ARCH, checkpoint_path=str(out), features_only=True).eval()
+    trained = ladder_zoo.create_model(ARCH, features_only=True).eval()
+    trained.load_state_dict(ladder_zoo.load_ssl_checkpoint(uninterrupted / "last.pt").backbone_state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for a, b in zip(by_path(x), trained(x)):
+            torch.testing.assert_close(a, b, rtol=2e-3, atol=2e-3)  # fp16 export
+    for name, message in [("my-test_20steps", "--register records release tags only"),
+                          ("cifar10_200ep", "--register records finished runs of train/configs/")]:
+        refused = subprocess.run([sys.executable, "-m", "train.export", str(uninterrupted / "last.pt"), "--out",
+                                  str(tmp_path / "r" / f"{ARCH}.{name}"), "--register"],
+                                 cwd=ROOT, capture_output=True, text=True)
+        assert refused.returncode == 2 and message in refused.stderr.splitlines()[-1]
+        assert "Traceback" not in refused.stderr and not (tmp_path / "r").exists()
+    missing = subprocess.run([sys.executable, "-m", "train.export", str(tmp_path / "nope.pt"), "--out", str(out)],
+                             cwd=ROOT, capture_output=True, text=True)
+    assert missing.returncode == 2 and "no such checkpoint" in missing.stderr.splitlines()[-1]
+    assert hub.RELEASES_FILE.read_bytes() == before  # the tracked releases.json is never touched by a test run

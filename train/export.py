@@ -4,12 +4,15 @@
         [--dtype fp16|fp32] [--eval runs/R/eval.json] [--register] [--push-to-hub [REPO_ID]]
 
 Writes config.json, model.safetensors (shards past 24 MB) and a README.md card with the recipe, the training
-state and any evaluation figures; ``--register`` records every file's sha256 in ``ladder_zoo/releases.json`` so
-``create_model(name, pretrained=True)`` loads it (from the Hub, its cache, or this folder); ``--push-to-hub``
-uploads the folder with huggingface_hub (and records the commit when registering).
+state and any evaluation figures. Any run exports under any tag (``--out runs/R/export/<arch>.my_test``) and
+loads by path: ``create_model(arch, checkpoint_path=folder)``. ``--register`` is for releases: a declared tag
+(``ladder-zoo list``) exported from a run that finished its recipe; it records every file's sha256 in the tracked
+``ladder_zoo/releases.json`` so ``create_model(name, pretrained=True)`` loads it (from the Hub, its cache, or this
+folder); ``--push-to-hub`` uploads the folder with huggingface_hub (and records the commit when registering).
 """
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -17,11 +20,31 @@ from typing import Optional, Sequence
 import torch
 import yaml
 
-from ladder_zoo import load_ssl_checkpoint
+from ladder_zoo import load_ssl_checkpoint, models
+from ladder_zoo.errors import WeightsError
 from ladder_zoo.models import ARCHITECTURES
+from ladder_zoo import hub
 from ladder_zoo.publish import default_card, register_release, write_hub_folder
 
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
+TAG = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def check_release(checkpoint: Path, out: Path) -> None:
+    """``--register`` records a release: only a declared tag, from a run of its own recipe that finished."""
+    ckpt = load_ssl_checkpoint(checkpoint)
+    arch, _, tag = out.name.partition(".")
+    declared = [t for t in models.default_cfgs[arch].tags if t] if arch in ARCHITECTURES else []
+    if tag not in declared:
+        raise ValueError(f"--register records release tags only ({arch}: {', '.join(declared) or 'none declared'}); "
+                         f"'{tag}' is a run's own export: load it by path, create_model('{arch}', "
+                         f"checkpoint_path='{out}'), without --register")
+    recipe = f"{arch}_{tag}"
+    total = ckpt.config["epochs"] * (ckpt.data or {}).get("steps_per_epoch", 0)
+    if ckpt.config["name"] != recipe or ckpt.step < total:
+        raise ValueError(f"--register records finished runs of {hub.recipe_path(arch, tag)}; {checkpoint} is recipe "
+                         f"'{ckpt.config['name']}' at step {ckpt.step} of {total}. Export it without --register "
+                         "(it loads by path)")
 
 
 def export(checkpoint: Path, out: Path, dtype: str = "fp16", eval_json: Optional[Path] = None) -> Path:
@@ -30,15 +53,17 @@ def export(checkpoint: Path, out: Path, dtype: str = "fp16", eval_json: Optional
     if arch not in ARCHITECTURES:
         raise ValueError(f"{checkpoint} trained '{arch}', which is not a ladder-zoo name; only zoo models export.")
     name, _, tag = out.name.partition(".")
-    if name != arch or not tag:
-        raise ValueError(f"--out must end in '{arch}.<tag>' (the Hub repository of one tag), got {out.name}")
+    if name != arch or not TAG.fullmatch(tag):
+        raise ValueError(f"--out must end in '{arch}.<tag>' (the Hub repository of one tag; a tag is letters, digits, "
+                         f"_ and -), got {out.name}")
     cfg = ckpt.config
     epochs_done = ckpt.step / (ckpt.data or {}).get("steps_per_epoch", 1)
     evaluation = json.loads(eval_json.read_text()) if eval_json else None
     body = _card_body(ckpt, epochs_done, evaluation)
     from ladder_zoo import create_model
 
-    card = default_card(arch, tag, create_model(f"{arch}.{tag}").pretrained_cfg, body)
+    declared = tag in models.default_cfgs[arch].tags
+    card = default_card(arch, tag, create_model(f"{arch}.{tag}" if declared else arch).pretrained_cfg, body)
     extra = {"method": cfg["method"], "recipe": cfg["name"], "step": ckpt.step, "epochs": round(epochs_done, 3)}
     if evaluation:
         extra["evaluation"] = evaluation
@@ -78,11 +103,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="hub/<org>/<arch>.<tag>")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp16")
     parser.add_argument("--eval", type=Path, help="evaluation JSON (train.eval) to put in the card and config")
-    parser.add_argument("--register", action="store_true", help="record the files' sha256 in ladder_zoo/releases.json")
+    parser.add_argument("--register", action="store_true",
+                        help="release: record the files' sha256 in ladder_zoo/releases.json (a declared tag from a "
+                             "finished run of its recipe)")
     parser.add_argument("--push-to-hub", nargs="?", const="", metavar="REPO_ID",
                         help="upload the folder (repository id: the last two parts of --out unless given)")
     args = parser.parse_args(argv)
-    folder = export(args.checkpoint, args.out, args.dtype, args.eval)
+    if not args.checkpoint.is_file():
+        parser.error(f"{args.checkpoint}: no such checkpoint (a run folder's last.pt, written by train.pretrain)")
+    try:
+        if args.register:
+            check_release(args.checkpoint, args.out)
+        folder = export(args.checkpoint, args.out, args.dtype, args.eval)
+    except (ValueError, OSError, WeightsError) as e:
+        parser.error(str(e))
     repo_id = args.push_to_hub or "/".join(args.out.parts[-2:])
     revision = push(folder, repo_id) if args.push_to_hub is not None else None
     if args.register:
