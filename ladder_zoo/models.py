@@ -90,7 +90,8 @@ class ZooResNet(ResNet):
     """
 
     def load_pretrained(self, checkpoint_path: str) -> None:
-        load_backbone(self, read_state_dict(checkpoint_path), source=str(checkpoint_path))
+        architecture = (getattr(self, "pretrained_cfg", None) or {}).get("architecture")
+        load_backbone(self, read_state_dict(checkpoint_path, architecture), source=str(checkpoint_path))
 
 
 class CifarResNet(ZooResNet):

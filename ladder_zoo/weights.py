@@ -105,23 +105,29 @@ def load_ssl_checkpoint(path: PathLike, map_location: Union[str, torch.device] =
     )
 
 
-def read_state_dict(path: PathLike) -> Dict[str, torch.Tensor]:
+def read_state_dict(path: PathLike, architecture: Optional[str] = None) -> Dict[str, torch.Tensor]:
     """A backbone state dict from a local file or Hub-layout folder.
 
     Accepts ``model.safetensors``, a sharded ``model.safetensors.index.json``, a folder holding either,
     a ladder-zoo SSL checkpoint (its online backbone is returned) or a plain / timm-style torch checkpoint.
+    With ``architecture``, a file that records the zoo name it was trained as (an SSL checkpoint's
+    ``model_name``, a Hub folder's ``config.json``) must record that one: the weights of ``ladder_byol_r18_cifar``
+    would otherwise load silently as ``simsiam_r18_cifar``, whose state dict has the same keys.
     """
     path = Path(path)
     if path.is_dir():
         path = path / INDEX_NAME if (path / INDEX_NAME).is_file() else path / WEIGHTS_NAME
     if not path.is_file():
         raise WeightsNotFoundError(f"Weight file {path} does not exist.")
-    if path.name.endswith(".index.json"):
-        return _read_sharded(path)
-    if path.suffix == ".safetensors":
-        return _read_safetensors(path)
+    if path.name.endswith(".index.json") or path.suffix == ".safetensors":
+        config = path.parent / "config.json"
+        if architecture and config.is_file():
+            _check_trained_as(path.parent, json.loads(config.read_text()).get("architecture"), architecture)
+        return _read_sharded(path) if path.name.endswith(".index.json") else _read_safetensors(path)
     raw = _torch_load(path, "cpu")
     if isinstance(raw, dict) and raw.get("format") == SSL_FORMAT:
+        if architecture:
+            _check_trained_as(path, raw.get("model_name"), architecture)
         return load_ssl_checkpoint(path).backbone_state_dict()
     if isinstance(raw, dict):
         for key in ("state_dict", "model"):  # timm / torchvision / Lightning-style wrappers
@@ -131,6 +137,16 @@ def read_state_dict(path: PathLike) -> Dict[str, torch.Tensor]:
     if not (isinstance(raw, Mapping) and raw and all(isinstance(v, torch.Tensor) for v in raw.values())):
         raise WeightsMismatchError(f"{path} holds no state dict of tensors (found {type(raw).__name__}).")
     return {_strip_wrappers(k): v for k, v in raw.items()}
+
+
+def _check_trained_as(path: Path, recorded: Optional[str], architecture: str) -> None:
+    from .models import ARCHITECTURES
+
+    if recorded in ARCHITECTURES and architecture in ARCHITECTURES and recorded != architecture:
+        raise WeightsMismatchError(
+            f"{path} holds weights trained as {recorded}, not {architecture}: load them as "
+            f"create_model('{recorded}', checkpoint_path='{path}')."
+        )
 
 
 def load_backbone(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:

@@ -292,3 +292,17 @@ def test_any_run_exports_under_any_tag_and_only_finished_recipe_runs_register(un
                              cwd=ROOT, capture_output=True, text=True)
     assert missing.returncode == 2 and "no such checkpoint" in missing.stderr.splitlines()[-1]
     assert hub.RELEASES_FILE.read_bytes() == before  # the tracked releases.json is never touched by a test run
+
+
+def test_weights_load_only_as_the_name_they_were_trained_as(uninterrupted, tmp_path):
+    from ladder_zoo.errors import WeightsMismatchError
+
+    with pytest.raises(WeightsMismatchError, match=f"trained as {ARCH}, not simsiam_r18_cifar: load them as "
+                                                    f"create_model\\('{ARCH}'"):
+        ladder_zoo.create_model("simsiam_r18_cifar", checkpoint_path=uninterrupted / "last.pt")
+    out = tmp_path / f"{ARCH}.mine"
+    assert subprocess.run([sys.executable, "-m", "train.export", str(uninterrupted / "last.pt"), "--out", str(out)],
+                          cwd=ROOT, capture_output=True).returncode == 0
+    with pytest.raises(WeightsMismatchError, match=f"trained as {ARCH}, not byol_r18_cifar"):
+        ladder_zoo.create_model("byol_r18_cifar", checkpoint_path=out, features_only=True)
+    ladder_zoo.create_model(ARCH, checkpoint_path=out / "model.safetensors", features_only=True)
