@@ -63,12 +63,12 @@ METHODS: Dict[str, Dict[str, Any]] = {
     ),
     "byol_mt": dict(
         description="Multi-task BYOL: 2 global, 2 local and 1 cutout view, one predictor per view type.",
-        paper_name="Multi-task asymmetric Siamese SSL (MULAN), De Plaen et al., 2026",
-        paper_ids="arXiv:2006.07733",
+        paper_name="Self-Supervised Learning with a Multi-Task Latent Space Objective (MULAN), De Plaen et al., 2026",
+        paper_ids=("arXiv:2602.05845", "arXiv:2006.07733"),
     ),
     "ladder_byol_mt": dict(
         description="Ladder-BYOL multi-task: one predictor per level and per view type (this project's combination).",
-        paper_ids=("arXiv:2211.13844", "arXiv:2006.07733"), **_LADDER,
+        paper_ids=("arXiv:2211.13844", "arXiv:2602.05845", "arXiv:2006.07733"), **_LADDER,
     ),
 }
 

@@ -51,6 +51,15 @@ def test_probes_separate_separable_classes():
     assert linear_probe(x_train, shuffled, x_test, y_test, epochs=30, batch_size=64) < 0.5
 
 
+def test_shown_images_go_round_the_classes():
+    from train.eval.features import across_classes
+
+    labels = torch.tensor([0] * 10 + [1] * 10 + [2] * 10)  # an archive sorted by class
+    shown = across_classes(labels, list(range(30)), 6, seed=0)
+    assert labels[shown].tolist() == [0, 1, 2, 0, 1, 2] and len(set(shown)) == 6
+    assert across_classes(labels, list(range(30)), 6, seed=0) == shown  # seeded
+
+
 def test_class_balanced_sample():
     labels = torch.tensor([0, 1, 2] * 10)
     picked = class_balanced(labels, per_class=3, seed=1)
@@ -85,6 +94,8 @@ def test_eval_cli_writes_json_plots_and_summary(checkpoint, tmp_path, capsys):
             "--linear-epochs", "5", "--views", "20", "--gradmaps", "2", "--workers", "0"]
     assert eval_main(args) == 0
     label = "ladder_byol_r18_cifar@2"
+    progress = capsys.readouterr().err
+    assert f"{label} train: 100%" in progress and f"{label} linear res5" in progress
     result = json.loads((out / f"{label}.json").read_text())
     assert result["n_train"] == result["n_test"] == 30 and result["step"] == 2
     for metric in ("knn", "linear"):

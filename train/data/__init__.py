@@ -35,4 +35,4 @@ def usable_workers(asked: int) -> int:
     return min(asked, per_process)
 
 
-__all__ = ["ImageFolder", "StepSampler", "build_pipeline", "view_specs"]
+__all__ = ["ImageFolder", "StepSampler", "build_pipeline", "usable_workers", "view_specs"]

@@ -22,7 +22,7 @@ from ladder_zoo.errors import WeightsError
 
 from ..config import DataConfig, config_from_dict, load_config
 from ..data import ImageFolder
-from .features import class_balanced, load_backbone, pooled_features
+from .features import across_classes, class_balanced, load_backbone, pooled_features
 from .gradmaps import gradient_maps
 from .knn import knn_accuracy
 from .linear import linear_probe
@@ -49,8 +49,8 @@ def evaluate(source: str, args, train_set: ImageFolder, test_set: ImageFolder, d
     label = Path(source).name if Path(source).is_dir() else name + (f"@{meta['step']}" if "step" in meta else "")
     train_idx = class_balanced(train_set.labels, args.per_class, args.seed)
     test_idx = class_balanced(test_set.labels, args.per_class, args.seed)
-    train_f = pooled_features(model, train_set, train_idx, device, args.batch_size, args.workers)
-    test_f = pooled_features(model, test_set, test_idx, device, args.batch_size, args.workers)
+    train_f = pooled_features(model, train_set, train_idx, device, args.batch_size, args.workers, f"{label} train")
+    test_f = pooled_features(model, test_set, test_idx, device, args.batch_size, args.workers, f"{label} test")
     train_y, test_y = train_set.labels[train_idx].to(device), test_set.labels[test_idx].to(device)
     result = {"label": label, "source": source, "model": name,
               **{k: meta[k] for k in ("step", "epochs", "recipe") if k in meta},
@@ -62,9 +62,11 @@ def evaluate(source: str, args, train_set: ImageFolder, test_set: ImageFolder, d
     if args.linear_epochs > 0:
         result["linear"] = {"epochs": args.linear_epochs, "lr": args.linear_lr, "accuracy": {
             level: linear_probe(train_f[level].to(device), train_y, test_f[level].to(device), test_y,
-                                epochs=args.linear_epochs, lr=args.linear_lr, seed=args.seed) for level in train_f}}
+                                epochs=args.linear_epochs, lr=args.linear_lr, seed=args.seed,
+                                desc=f"{label} linear {level}") for level in train_f}}
 
-    images = [test_set.decode(i, lambda n, e: None)[1] for i in test_idx[:args.views]]
+    shown = across_classes(test_set.labels, test_idx, args.views, args.seed)  # Fig. 3 and 4: every class
+    images = [test_set.decode(i, lambda n, e: None)[1] for i in shown]
     images = torch.stack(images) if len({im.shape for im in images}) == 1 else images
     distances = view_distances(model, images, recipe_data(model, meta), device, args.seed)
     result["view_distance"] = {lv: {"mean": float(d.mean()), "median": float(d.median()), "n": len(d)}

@@ -1,17 +1,19 @@
 """Backbones from any source, and their pooled features at every level for a whole image set."""
 import json
+import sys
 from pathlib import Path
 from typing import Dict, List, Tuple
 
 import torch
 from torch import nn
 from torchvision.transforms import v2
+from tqdm import tqdm
 
 import ladder_zoo
 from ladder_zoo.models import level_names
 from ladder_zoo.weights import SSLCheckpoint
 
-from ..data import ImageFolder
+from ..data import ImageFolder, usable_workers
 from ..methods import build_backbone
 
 
@@ -62,17 +64,31 @@ def levels_of(model: nn.Module) -> List[str]:
 
 @torch.no_grad()
 def pooled_features(model: nn.Module, images: ImageFolder, indices: List[int], device: torch.device,
-                    batch_size: int = 256, workers: int = 4) -> Dict[str, torch.Tensor]:
+                    batch_size: int = 256, workers: int = 4, desc: str = "features") -> Dict[str, torch.Tensor]:
     """{level: float32 [N, C]} global-average-pooled features of every level, in ``indices`` order."""
     loader = torch.utils.data.DataLoader(_Decoded(images, indices, eval_transform(model)), batch_size=batch_size,
-                                         num_workers=workers)
+                                         num_workers=usable_workers(workers))
     model = model.eval().to(device)
     names = levels_of(model)
     out: Dict[str, List[torch.Tensor]] = {n: [] for n in names}
-    for x in loader:
-        for n, z in zip(names, model.forward_intermediates(x.to(device), intermediates_only=True)):
-            out[n].append(z.float().mean((2, 3)).cpu())
+    with tqdm(total=len(indices), desc=desc, unit="img", dynamic_ncols=True, file=sys.stderr) as bar:
+        for x in loader:
+            for n, z in zip(names, model.forward_intermediates(x.to(device), intermediates_only=True)):
+                out[n].append(z.float().mean((2, 3)).cpu())
+            bar.update(len(x))
     return {n: torch.cat(v) for n, v in out.items()}
+
+
+def across_classes(labels: torch.Tensor, indices: List[int], n: int, seed: int = 0) -> List[int]:
+    """``n`` of ``indices`` taken round-robin over the classes, each class's members in a seeded order: the first
+    images shown (Fig. 3 and 4) are of different classes, not the first class of an archive sorted by class."""
+    g = torch.Generator().manual_seed(seed)
+    indices = torch.as_tensor(indices)
+    per_class = [members[torch.randperm(len(members), generator=g)]
+                 for members in (indices[labels[indices] == c] for c in labels[indices].unique())]
+    depth = max(len(m) for m in per_class)
+    order = [int(m[i]) for i in range(depth) for m in per_class if i < len(m)]
+    return order[:n]
 
 
 def class_balanced(labels: torch.Tensor, per_class: int, seed: int = 0) -> List[int]:
@@ -87,4 +103,4 @@ def class_balanced(labels: torch.Tensor, per_class: int, seed: int = 0) -> List[
     return sorted(picked)
 
 
-__all__ = ["SSLCheckpoint", "class_balanced", "eval_transform", "levels_of", "load_backbone", "pooled_features"]
+__all__ = ["SSLCheckpoint", "across_classes", "class_balanced", "eval_transform", "levels_of", "load_backbone", "pooled_features"]

@@ -2,14 +2,16 @@
 BatchNorm without affine, as MoCo v3 and MAE put before their probes), one linear layer trained with SGD,
 momentum 0.9 and a cosine schedule, cross-entropy; fixed seed. Accuracy on the test split."""
 import math
+import sys
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 
 def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
                  test_labels: torch.Tensor, epochs: int = 100, lr: float = 0.1, weight_decay: float = 0.0,
-                 batch_size: int = 256, seed: int = 0) -> float:
+                 batch_size: int = 256, seed: int = 0, desc: str = "linear probe") -> float:
     device = train_features.device
     mean, std = train_features.mean(0), train_features.std(0) + 1e-6
     train, test = (train_features - mean) / std, (test_features - mean) / std
@@ -23,7 +25,7 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_
     steps_per_epoch = math.ceil(len(train) / batch_size)
     total = epochs * steps_per_epoch
     step = 0
-    for _ in range(epochs):
+    for _ in tqdm(range(epochs), desc=desc, unit="epoch", dynamic_ncols=True, file=sys.stderr, leave=False):
         order = torch.randperm(len(train), generator=g).to(device)
         for start in range(0, len(train), batch_size):
             idx = order[start:start + batch_size]
