@@ -69,6 +69,8 @@ def create_model(
         if source is None and not zoo:
             raise ValueError(f"revision= applies to ladder-zoo models and hf-hub: names, not to timm's {model_name}.")
         kwargs["revision"] = revision
+    if source == "hf-hub" and pretrained:
+        return _create_from_hf_hub(ident, revision, cache_dir, pretrained_cfg, pretrained_cfg_overlay, kwargs)
     return timm.create_model(
         model_name,
         pretrained=pretrained,
@@ -78,6 +80,32 @@ def create_model(
         cache_dir=cache_dir,
         **kwargs,
     )
+
+
+def _create_from_hf_hub(repo, revision, cache_dir, pretrained_cfg, pretrained_cfg_overlay, kwargs) -> nn.Module:
+    """``hf-hub:`` names through timm when the Hub answers; when it does not, from a copy on this machine (the
+    Hub cache or a local Hub folder), else one clear error, instead of huggingface_hub's ~20 s of retries and
+    its raw error."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    if hub.is_offline() or hub.hub_reachable():
+        try:
+            return timm.create_model(f"hf-hub:{repo}", pretrained=True, pretrained_cfg=pretrained_cfg,
+                                     pretrained_cfg_overlay=pretrained_cfg_overlay, cache_dir=cache_dir, **kwargs)
+        except LocalEntryNotFoundError as e:  # offline, or the connection dropped: nothing cached
+            raise WeightsNotFoundError(f"{hub.unreachable_message(repo, revision)} ({type(e).__name__})") from e
+    weights = hub.hf_hub_local_weights(repo, revision, cache_dir)
+    config = weights.parent / "config.json" if weights is not None else None
+    if config is None or not config.is_file():
+        raise WeightsNotFoundError(hub.unreachable_message(repo, revision))
+    import json
+
+    arch = json.loads(config.read_text()).get("architecture")
+    if arch not in models.ARCHITECTURES:
+        raise WeightsNotFoundError(f"{hub.unreachable_message(repo, revision)} (the cached copy is of {arch}, which "
+                                   "only timm builds from the Hub)")
+    kwargs.pop("revision", None)
+    return create_model(arch, checkpoint_path=weights, pretrained_cfg_overlay=pretrained_cfg_overlay, **kwargs)
 
 
 def list_models(pattern: str = "*", pretrained: bool = False) -> List[str]:

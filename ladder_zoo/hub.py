@@ -153,6 +153,10 @@ def resolve_weights(
     raise WeightsNotFoundError(_not_found_message(name, architecture, tag, repo, hub_error))
 
 
+def is_offline() -> bool:
+    return _is_offline()
+
+
 def _download(repo: str, revision: Optional[str], cache_dir: Optional[str], local_files_only: bool = False):
     """The weights of ``repo`` through huggingface_hub, verified; with ``local_files_only``, from its cache or None."""
     from . import __version__
@@ -200,6 +204,39 @@ def _local_copy(repo: str) -> Optional[Path]:
                         verify(folder / shard, repo, shard)
                 return path
     return None
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """One request to the Hub endpoint, no retries: any HTTP answer means reachable. huggingface_hub retries a
+    refused or timed-out connection for about 20 s before it gives up."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(urllib.request.Request(hf_constants.ENDPOINT, method="HEAD"), timeout=timeout)
+    except urllib.error.HTTPError:
+        return True
+    except (urllib.error.URLError, OSError):
+        return False
+    return True
+
+
+def hf_hub_local_weights(repo: str, revision: Optional[str], cache_dir: Optional[str]) -> Optional[Path]:
+    """The weights of an ``hf-hub:`` repository (``org/name[@revision]``) already on this machine, for when the
+    Hub is unreachable: the Hub cache, then (no revision pinned) local Hub folders; verified if released."""
+    repo, _, pinned = repo.partition("@")
+    revision = revision or pinned or None
+    return _download(repo, revision, cache_dir, local_files_only=True) or (None if revision else _local_copy(repo))
+
+
+def unreachable_message(repo: str, revision: Optional[str]) -> str:
+    searched = ", ".join(map(str, local_hub_roots())) or f"none (set {HUB_DIR_ENV})"
+    return (
+        f"Could not reach the Hub at {hf_constants.ENDPOINT} for {repo}" + (f" @ {revision}" if revision else "")
+        + f" and no copy is in the Hugging Face cache or a local Hub folder. Check the network or HF_ENDPOINT, "
+        f"download it once online (`hf download {repo}`), or put a copy in {HUB_DIR_ENV}/{repo}/. Local Hub "
+        f"folders searched: {searched}."
+    )
 
 
 def _is_offline() -> bool:

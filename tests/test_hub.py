@@ -108,6 +108,25 @@ def test_timm_hf_hub_name(tmp_path, published):
     assert_features(run_python(load_code(create), tmp_path, p["env"], p["releases"]), p["state"])
 
 
+def test_hf_hub_name_with_the_hub_unreachable(tmp_path, hub_server):
+    """ladder_zoo's hf-hub: names: one clear error at once when nothing is here, the cached copy when it is."""
+    import time
+
+    repo, folder, _, state = make_release(tmp_path / "export", ARCH, TAG, seed=17)
+    user_repo = "someone/my-byol"
+    hub_server.commit(user_repo, {q.name: q.read_bytes() for q in folder.iterdir()})
+    create = f'ladder_zoo.create_model("hf-hub:{user_repo}", pretrained=True, features_only=True)'
+    closed = {"HF_ENDPOINT": "http://127.0.0.1:9"}  # port 9: refused
+    start = time.monotonic()
+    r = run_python(load_code(create), tmp_path, closed)
+    assert r.returncode == 3 and time.monotonic() - start < 15  # huggingface_hub alone retries for ~23 s
+    assert r.stdout.startswith("WeightsNotFoundError: Could not reach the Hub at http://127.0.0.1:9 for someone/my-byol")
+    assert "hf download someone/my-byol" in r.stdout and "LADDER_ZOO_HUB_DIR/someone/my-byol/" in r.stdout
+    assert_features(run_python(load_code(create), tmp_path, {"HF_ENDPOINT": hub_server.endpoint}), state)  # cached
+    hub_server.requests.clear()
+    assert_features(run_python(load_code(create), tmp_path, closed), state)  # the Hub gone: the cached copy
+
+
 def test_local_folder_copy_needs_no_network(tmp_path, published):
     p = published
     env = {"HF_ENDPOINT": "http://127.0.0.1:9", "LADDER_ZOO_HUB_DIR": str(tmp_path / "export")}  # port 9: closed
