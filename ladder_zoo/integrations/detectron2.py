@@ -63,6 +63,9 @@ except ImportError:  # detectron2 is optional: the converter above needs none of
 if BACKBONE_REGISTRY is not None:
 
     def add_ladder_zoo_config(cfg: "CfgNode") -> None:
+        """Add the ``MODEL.LADDER_ZOO`` keys (defaults below) to a detectron2 config; a second call changes nothing."""
+        if "LADDER_ZOO" in cfg.MODEL:
+            return
         cfg.MODEL.LADDER_ZOO = CfgNode()
         cfg.MODEL.LADDER_ZOO.NAME = "ladder_byol_r50.in1k_200ep"
         cfg.MODEL.LADDER_ZOO.PRETRAINED = True
