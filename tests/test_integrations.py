@@ -246,28 +246,37 @@ def test_detectron2_command_line_trains_and_evaluates_the_readme_config(tmp_path
     assert torch.equal(body["layer3.0.bn1.running_mean"], state["layer3.0.bn1.running_mean"])  # FrozenBN
 
 
-def test_detectron2_command_line_rejects_a_missing_config(tmp_path):
+def test_detectron2_command_line_names_bad_input(tmp_path):
     pytest.importorskip("detectron2")
-    run = subprocess.run([sys.executable, "-m", "ladder_zoo.integrations.detectron2_train", "--config-file",
-                          str(tmp_path / "nope.yaml")], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert run.returncode != 0
-    assert run.stderr.strip().splitlines()[-1].startswith(f"--config-file {tmp_path / 'nope.yaml'}: ")
+    from ladder_zoo.integrations.detectron2_train import config_file, register_datasets
+
+    for path, message in (("", "--config-file is required"),
+                          (str(tmp_path / "nope.yaml"), "no such file, nor a detectron2 model-zoo config name")):
+        with pytest.raises(SystemExit, match=message) as error:
+            config_file(path)
+        assert "\n" not in str(error.value)
+    with pytest.raises(SystemExit, match=r"--register-coco x: JSON .*nope.json does not exist"):
+        register_datasets([("x", str(tmp_path / "nope.json"), str(tmp_path))])
 
 
 def test_detectron2_own_r50_fpn_loads_the_converter_output(tmp_path, caplog):
     """``ladder-zoo convert --to detectron2`` into detectron2's own Mask R-CNN R50-FPN config (model zoo, which
     needs pkg_resources: setuptools<81), with the settings the converter prints: only FPN and head keys missing,
-    and the bottom-up features equal the zoo model's."""
+    and the bottom-up features equal the zoo model's. The config as the command line's setup reads it."""
     pytest.importorskip("detectron2")
     from detectron2 import model_zoo
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
+    from ladder_zoo.integrations.detectron2_train import config_file
 
     save_file(random_state_dict("ladder_byol_r50", seed=9), str(tmp_path / "w.safetensors"))
     stats = d2.convert("ladder_byol_r50", tmp_path / "r50.pkl", checkpoint=str(tmp_path / "w.safetensors"))
+    name = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"
+    assert config_file(name) == model_zoo.get_config_file(name)
     cfg = get_cfg()
-    cfg.merge_from_file(model_zoo.get_config_file("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"))
+    d2.add_ladder_zoo_config(cfg)
+    cfg.merge_from_file(config_file(name))
     cfg.merge_from_list(["MODEL.WEIGHTS", str(tmp_path / "r50.pkl"), "MODEL.RESNETS.STRIDE_IN_1X1", "False",
                          "INPUT.FORMAT", "RGB", "MODEL.PIXEL_MEAN", str(stats["mean"]), "MODEL.PIXEL_STD",
                          str(stats["std"]), "MODEL.DEVICE", "cpu"])
