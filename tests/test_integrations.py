@@ -257,6 +257,8 @@ def test_detectron2_command_line_names_bad_input(tmp_path):
         assert "\n" not in str(error.value)
     with pytest.raises(SystemExit, match=r"--register-coco x: JSON .*nope.json does not exist"):
         register_datasets([("x", str(tmp_path / "nope.json"), str(tmp_path))])
+    with pytest.raises(ValueError, match=r"OUT_FEATURES=\['res6'\]: choose among res2, res3, res4, res5"):
+        d2.LadderZooBackbone("byol_r18", out_features=["res6"], pretrained=False)
 
 
 def test_detectron2_own_r50_fpn_loads_the_converter_output(tmp_path, caplog):
