@@ -1,6 +1,9 @@
-"""Detection adapters: a real torchvision Mask R-CNN step on CIFAR-10 images, detectron2 and mmdet weight
-converters against those frameworks' ResNet parameter names, the mmdet backbone through the real mmengine
-registry and Config, and the same features from every entry point for every zoo name."""
+"""Detection adapters: a real torchvision Mask R-CNN step on CIFAR-10 images; detectron2 and mmdet as their users
+meet them, against the real frameworks where installed (.ci/run installs them from ../shared/wheels; elsewhere
+those tests skip): the README configs train one iteration and predict on two images with boxes and masks
+(detectron2 through its command line), converter outputs load into each framework's own ResNet-50 config with
+no backbone key missing or unexpected and give the zoo's features, ``ladder-zoo://`` in mmdet's ``init_cfg``;
+and the same features from every entry point for every zoo name."""
 import json
 import logging
 import os
@@ -241,7 +244,8 @@ def test_detectron2_command_line_trains_and_evaluates_the_readme_config(tmp_path
             if k.startswith("backbone.bottom_up.model.")}
     for frozen in ("conv1.weight", "layer1.0.conv1.weight", "layer1.2.conv3.weight"):  # FREEZE_AT 2: stem, res2
         assert torch.equal(body[frozen], state[frozen]), frozen
-    for trainable in ("layer2.0.conv1.weight", "layer3.5.conv3.weight", "layer4.0.conv1.weight", "layer4.2.conv3.weight"):
+    for trainable in ("layer2.0.conv1.weight", "layer3.5.conv3.weight", "layer4.0.conv1.weight",
+                      "layer4.2.conv3.weight"):
         assert not torch.equal(body[trainable], state[trainable]), trainable
     assert torch.equal(body["layer3.0.bn1.running_mean"], state["layer3.0.bn1.running_mean"])  # FrozenBN
 
@@ -458,26 +462,37 @@ def test_mmdet_own_resnet50_loads_the_converter_output_and_the_scheme(r50_releas
 # --- one backbone everywhere ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("arch", ["r50", "r18", "r18_cifar"])
 def test_every_name_gives_the_same_features_through_every_entry_point(arch, tmp_path):
+    """Every name through create_model and torch.hub (the name-specific registrations), and through the adapters in
+    turn: an adapter passes the name to create_model untouched, so each sees every arch and a third of the names
+    (all of them, with detectron2 installed, would build 40 ResNet-50s: over a minute on two cores)."""
     state = random_state_dict(f"byol_{arch}", seed=1)
     weights = tmp_path / "w.safetensors"
     save_file(state, str(weights))
     size = 32 if arch == "r18_cifar" else 64
     x = torch.randn(2, 3, size, size)
-    for name in ladder_zoo.list_models(f"*_{arch}"):
+    adapters = {
+        "mmdet": lambda name, ref: list(mm.LadderZooBackbone(name, out_indices=(0, 1, 2, 3, 4), checkpoint=str(weights),
+                                                        frozen_stages=-1).eval()(x)),
+    }
+    if not arch.endswith("_cifar"):
+        adapters["torchvision"] = lambda name, ref: ref[:1] + list(
+            backbone_with_fpn(name, checkpoint_path=weights).body.eval()(x).values())
+        if d2.BACKBONE_REGISTRY is not None:
+            adapters["detectron2"] = lambda name, ref: ref[:1] + list(
+                d2.LadderZooBackbone(name, checkpoint=str(weights)).eval()(x).values())
+    seen = set()
+    for i, name in enumerate(ladder_zoo.list_models(f"*_{arch}")):
+        adapter = sorted(adapters)[i % len(adapters)]
+        seen.add(adapter)
         with torch.no_grad():
             ref = ladder_zoo.create_model(name, features_only=True, checkpoint_path=weights).eval()(x)
             paths = {
                 "torch.hub": torch.hub.load(str(ROOT), name, source="local", features_only=True,
                                             checkpoint_path=weights).eval()(x),
-                "mmdet": list(mm.LadderZooBackbone(name, out_indices=(0, 1, 2, 3, 4), checkpoint=str(weights),
-                                                   frozen_stages=-1).eval()(x)),
+                adapter: adapters[adapter](name, ref),
             }
-            if not arch.endswith("_cifar"):
-                body = backbone_with_fpn(name, checkpoint_path=weights).body.eval()
-                paths["torchvision"] = ref[:1] + list(body(x).values())
-            if d2.BACKBONE_REGISTRY is not None:
-                paths["detectron2"] = ref[:1] + list(d2.LadderZooBackbone(name, checkpoint=str(weights)).eval()(x).values())
         for where, maps in paths.items():  # FrozenBatchNorm2d's fused arithmetic rounds differently: 1e-6
             assert len(maps) == 5, (name, where)
             for a, b in zip(maps, ref):
                 assert a.shape == b.shape and float((a - b).norm() / b.norm()) < 1e-5, f"{name} via {where}"
+    assert seen == set(adapters)

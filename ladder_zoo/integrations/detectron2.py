@@ -84,7 +84,8 @@ if BACKBONE_REGISTRY is not None:
             super().__init__()
             unknown = [f for f in out_features if f not in LEVELS[1:]]
             if unknown or not out_features:
-                raise ValueError(f"MODEL.LADDER_ZOO.OUT_FEATURES={list(out_features)}: choose among res2, res3, res4, res5")
+                raise ValueError(f"MODEL.LADDER_ZOO.OUT_FEATURES={list(out_features)}: "
+                                 "choose among res2, res3, res4, res5")
             self.model = create_model(name, features_only=True, out_indices=[LEVELS.index(f) for f in out_features],
                                       pretrained=pretrained and not checkpoint, checkpoint_path=checkpoint or None)
             if norm == "FrozenBN":

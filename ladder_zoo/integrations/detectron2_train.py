@@ -4,8 +4,8 @@ the ladder_zoo backbone registered and its config keys (``MODEL.LADDER_ZOO``) ad
 detectron2's own ``tools/train_net.py`` builds its config with ``get_cfg()`` alone, so it rejects this project's
 YAML (``Non-existent config key: MODEL.LADDER_ZOO``). This script is that one with ``add_ladder_zoo_config``:
 
-    python -m ladder_zoo.integrations.detectron2_train --config-file configs/detectron2/mask_rcnn_ladder_byol_r50_fpn_1x.yaml \\
-        --num-gpus 8 [--resume] [--eval-only] [KEY VALUE ...]
+    python -m ladder_zoo.integrations.detectron2_train --num-gpus 8 [--resume] [--eval-only] \\
+        --config-file configs/detectron2/mask_rcnn_ladder_byol_r50_fpn_1x.yaml [KEY VALUE ...]
 
 It takes detectron2's arguments (``default_argument_parser``) plus ``--register-coco NAME JSON IMAGE_DIR``
 (repeatable) to register a COCO-format dataset for ``DATASETS.TRAIN`` / ``DATASETS.TEST``; detectron2's builtin
