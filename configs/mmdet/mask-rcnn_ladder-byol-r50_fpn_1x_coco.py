@@ -1,6 +1,7 @@
 # Mask R-CNN R50-FPN 1x COCO (mmdet 3.x) on the ladder_byol_r50.in1k_200ep backbone, self-contained: mmdet's
 # _base_ model, dataset, schedule and runtime merged, with the backbone and the pixel statistics replaced.
 #   python tools/train.py configs/mmdet/mask-rcnn_ladder-byol-r50_fpn_1x_coco.py        (from an mmdet checkout)
+# Building `model` by hand (MODELS.build(cfg.model)): init_default_scope(cfg.default_scope) first, as the Runner does.
 custom_imports = dict(imports=["ladder_zoo.integrations.mmdet"], allow_failed_imports=False)
 
 # model settings

@@ -13,6 +13,9 @@ weights), ``.OUT_FEATURES`` (res2..res5), ``.NORM`` ("FrozenBN" or "BN"); ``MODE
 detectron2's ResNet. The weights are RGB: ``INPUT.FORMAT: RGB`` and ``MODEL.PIXEL_MEAN / PIXEL_STD`` = the
 ``pretrained_cfg`` mean / std x 255 (ImageNet tags: [123.675, 116.28, 103.53] / [58.395, 57.12, 57.375]).
 
+Training from the command line: detectron2's ``tools/train_net.py`` rejects the ``MODEL.LADDER_ZOO`` keys; use
+``python -m ladder_zoo.integrations.detectron2_train --config-file ...`` (the same script, keys added).
+
 Converter (no detectron2 needed): ``ladder-zoo convert NAME --to detectron2 OUT.pkl`` writes the weights in
 detectron2's ResNet names (MoCo's convention: ``stem.``, ``resN``, ``convK.norm``, ``shortcut``) with
 ``matching_heuristics``, for ``MODEL.WEIGHTS`` with ``MODEL.BACKBONE.NAME: build_resnet_fpn_backbone``.
@@ -63,6 +66,9 @@ except ImportError:  # detectron2 is optional: the converter above needs none of
 if BACKBONE_REGISTRY is not None:
 
     def add_ladder_zoo_config(cfg: "CfgNode") -> None:
+        """Add the ``MODEL.LADDER_ZOO`` keys (defaults below) to a detectron2 config; a second call changes nothing."""
+        if "LADDER_ZOO" in cfg.MODEL:
+            return
         cfg.MODEL.LADDER_ZOO = CfgNode()
         cfg.MODEL.LADDER_ZOO.NAME = "ladder_byol_r50.in1k_200ep"
         cfg.MODEL.LADDER_ZOO.PRETRAINED = True
@@ -76,6 +82,10 @@ if BACKBONE_REGISTRY is not None:
         def __init__(self, name: str, out_features=("res2", "res3", "res4", "res5"), pretrained: bool = True,
                      checkpoint: str = "", freeze_at: int = 2, norm: str = "FrozenBN"):
             super().__init__()
+            unknown = [f for f in out_features if f not in LEVELS[1:]]
+            if unknown or not out_features:
+                raise ValueError(f"MODEL.LADDER_ZOO.OUT_FEATURES={list(out_features)}: "
+                                 "choose among res2, res3, res4, res5")
             self.model = create_model(name, features_only=True, out_indices=[LEVELS.index(f) for f in out_features],
                                       pretrained=pretrained and not checkpoint, checkpoint_path=checkpoint or None)
             if norm == "FrozenBN":

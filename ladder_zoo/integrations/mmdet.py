@@ -12,7 +12,8 @@ or keep mmdet's own ResNet (same parameter names as the zoo's) and load the zoo'
 The weights are RGB: ``data_preprocessor`` mean / std = the ``pretrained_cfg`` mean / std x 255 with
 ``bgr_to_rgb=True`` (mmdet decodes images as BGR). ``ladder-zoo convert NAME --to mmdet OUT.pth`` writes a
 ``state_dict`` checkpoint for mmdet's ResNet. mmengine alone (``pip install mmengine``) is enough to register
-the backbone and the scheme; mmdet registers them in its own registry when it is installed.
+the backbone and the scheme: they go in mmengine's root ``MODELS`` registry, which mmdet's registry (a child of
+it) falls back to, so ``MODELS.build`` finds the backbone from mmengine's and from mmdet's registry alike.
 """
 from pathlib import Path
 from typing import Dict, Optional, Sequence
@@ -41,12 +42,8 @@ def convert(name: str, out: Path, checkpoint: Optional[str] = None, revision: Op
 
 try:
     from mmengine.model import BaseModule
-    from mmengine.runner import CheckpointLoader
-
-    try:
-        from mmdet.registry import MODELS
-    except ImportError:  # mmdet's MODELS registry is a child of mmengine's: registering there serves both
-        from mmengine.registry import MODELS
+    from mmengine.registry import MODELS  # the root registry: mmdet's (and every other OpenMMLab child registry)
+    from mmengine.runner import CheckpointLoader  # falls back to it, so registering here serves them all
 except ImportError:  # mmengine is optional: the converter above needs none of it
     MODELS = None
 
