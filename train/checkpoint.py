@@ -120,6 +120,11 @@ class Checkpoints:
         os.replace(tmp, last)
         for old in older_checkpoints(self.run_dir)[self.keep - 1:]:
             old.unlink(missing_ok=True)
+        folder = os.open(self.run_dir, os.O_RDONLY)  # the renames themselves survive a power loss
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
         return last
 
 
