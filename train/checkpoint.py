@@ -1,13 +1,25 @@
 """Checkpoints that resume exactly: written atomically (temporary file, fsync, rename), holding the whole
 Siamese model (online, heads, EMA target), optimizer, schedule position, RNG states and data position.
 
+A run folder keeps its last ``keep_checkpoints`` checkpoints: ``last.pt`` (the newest) and ``step-XXXXXXX.pt``
+(older ones, named by their step). ``resume=auto`` takes the newest readable one: a truncated or corrupt
+``last.pt`` falls back to the previous checkpoint with a warning. A failed write (disk full) leaves every
+existing checkpoint as it was and stops the run with ``CheckpointWriteError``. The checkpoint records the data
+set's file list (count, sha256, compressed names) so that a resume on a changed set is an error naming the
+difference, not a silent change of the sampler's order.
+
 The format is ``ladder_zoo.weights.SSL_FORMAT``; ``ladder_zoo.load_ssl_checkpoint`` reads it, and
 ``ladder_zoo.create_model(name, checkpoint_path=...)`` takes its online backbone.
 """
+import errno
+import hashlib
 import os
 import random
+import re
+import warnings
+import zlib
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
@@ -18,13 +30,27 @@ from .config import Config, to_dict
 
 # Keys that may differ between a run and its resumption: they steer the run, not what it computes.
 RUN_CONTROL_KEYS = {"resume", "max_steps", "checkpoint_every", "log_every", "tensorboard", "progress", "out_dir",
-                    "data.workers", "data.path", "compile"}
+                    "data.workers", "data.path", "compile", "keep_checkpoints", "data.allow_changed"}
+
+LAST = "last.pt"
+_OLDER = re.compile(r"^step-(\d+)\.pt$")
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (disk full, quota, I/O error); the previous ones are untouched."""
 
 
 def save(path: Path, cfg: Config, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
          steps_per_epoch: int, extra: Optional[Dict[str, Any]] = None) -> Path:
     """Write the checkpoint after ``step`` steps (the next step to run is ``step``)."""
-    state = {
+    tmp = _write(path.parent, state(cfg, model, optimizer, step, steps_per_epoch, extra))
+    os.replace(tmp, path)
+    return path
+
+
+def state(cfg: Config, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, steps_per_epoch: int,
+          extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    return {
         "format": SSL_FORMAT,
         "model_name": cfg.model,
         "config": to_dict(cfg),
@@ -42,24 +68,100 @@ def save(path: Path, cfg: Config, model: torch.nn.Module, optimizer: torch.optim
                  "steps_per_epoch": steps_per_epoch, "global_batch": cfg.batch_size, "seed": cfg.seed},
         **(extra or {}),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
 
 
-def restore(ckpt: SSLCheckpoint, cfg: Config, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
-    """Load a checkpoint of the same recipe into model and optimizer; returns the step to continue from."""
+def _write(folder: Path, state: Dict[str, Any]) -> Path:
+    """``state`` in a complete, fsynced temporary file of ``folder``; on failure nothing is left behind."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{LAST}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write of its zip stream as RuntimeError
+        tmp.unlink(missing_ok=True)
+        cause = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+        full = " (disk full: free space, or set out_dir on another disk)" if _is_enospc(e) else ""
+        before = _step_of(folder / LAST)
+        kept = f"{folder / LAST} (step {before}) is intact" if before is not None else "none was written before"
+        raise CheckpointWriteError(f"could not write the checkpoint of step {state['step']} to {folder}: "
+                                   f"{cause}{full}; the previous checkpoint {kept}. Fix the disk, then resume=auto."
+                                   ) from e
+    return tmp
+
+
+class Checkpoints:
+    """The run folder's checkpoints: ``last.pt`` plus the ``keep - 1`` newest ``step-XXXXXXX.pt``.
+
+    ``save`` writes the new checkpoint to a temporary file first; only once it is complete (fsynced) does the
+    old ``last.pt`` become ``step-<its step>.pt`` and the new file ``last.pt``, then the oldest beyond ``keep``
+    are deleted. A crash between the two renames leaves the previous checkpoint under its step name, which
+    ``find_resume`` also reads.
+    """
+
+    def __init__(self, run_dir: Path, keep: int):
+        if keep < 1:
+            raise ValueError(f"keep_checkpoints={keep}: keep at least 1 checkpoint (the default is 2)")
+        self.run_dir, self.keep = Path(run_dir), keep
+
+    def save(self, cfg: Config, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
+             steps_per_epoch: int, extra: Optional[Dict[str, Any]] = None) -> Path:
+        last = self.run_dir / LAST
+        for stale in self.run_dir.glob(f".{LAST}.tmp-*"):  # left by a process killed while writing
+            stale.unlink(missing_ok=True)
+        tmp = _write(self.run_dir, state(cfg, model, optimizer, step, steps_per_epoch, extra))
+        if last.exists():
+            previous = _step_of(last)
+            if previous is None:  # unreadable: kept for a post-mortem, never resumed from
+                os.replace(last, self.run_dir / f"{LAST}.corrupt")
+            elif self.keep > 1 and previous != step:
+                os.replace(last, self.run_dir / f"step-{previous:07d}.pt")
+        os.replace(tmp, last)
+        for old in older_checkpoints(self.run_dir)[self.keep - 1:]:
+            old.unlink(missing_ok=True)
+        folder = os.open(self.run_dir, os.O_RDONLY)  # the renames themselves survive a power loss
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+        return last
+
+
+def older_checkpoints(run_dir: Path) -> List[Path]:
+    """``step-XXXXXXX.pt`` files of ``run_dir``, newest first."""
+    found = [(int(m.group(1)), p) for p in Path(run_dir).glob("step-*.pt") if (m := _OLDER.match(p.name))]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def _step_of(path: Path) -> Optional[int]:
+    """The step a checkpoint holds, None when it is missing or unreadable (reads only its small records)."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["step"])
+    except Exception:
+        return None
+
+
+def _is_enospc(e: BaseException) -> bool:
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def restore(ckpt: SSLCheckpoint, cfg: Config, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+            files: Optional[Dict[str, Any]] = None) -> int:
+    """Load a checkpoint of the same recipe (and, given ``files``, the same data files) into model and
+    optimizer; returns the step to continue from."""
     differ = _differences(ckpt.config, to_dict(cfg))
     if differ:
         raise ValueError(
             f"{ckpt.path} was written by a different recipe ({', '.join(differ)}); an exact resume needs the same "
             "one. Pass resume=none (or another out_dir) to start over."
         )
+    if files is not None and not cfg.data.allow_changed:
+        check_data_files(ckpt, files, cfg.data.path)
     model.load_state_dict(ckpt.model)
     optimizer.load_state_dict(ckpt.optimizer)
     rng = ckpt.rng or {}
@@ -73,16 +175,58 @@ def restore(ckpt: SSLCheckpoint, cfg: Config, model: torch.nn.Module, optimizer:
 
 
 def find_resume(cfg: Config) -> Optional[SSLCheckpoint]:
+    """resume=auto: the newest readable checkpoint of the run folder (``last.pt``, then ``step-*.pt`` newest
+    first), warning about each unreadable one skipped; resume=<path>: that file; resume=none: None."""
     if cfg.resume == "none":
         return None
-    path = cfg.run_dir / "last.pt" if cfg.resume == "auto" else Path(cfg.resume)
-    if path.is_dir():  # a run folder: its latest checkpoint
-        path = path / "last.pt"
-    if not path.is_file():
-        if cfg.resume == "auto":
-            return None
-        raise FileNotFoundError(f"resume={cfg.resume}: no such checkpoint")
-    return load_ssl_checkpoint(path)
+    if cfg.resume != "auto":
+        path = Path(cfg.resume)
+        if path.is_dir():  # a run folder: its latest checkpoint
+            path = path / LAST
+        if not path.is_file():
+            raise FileNotFoundError(f"resume={cfg.resume}: no such checkpoint")
+        return load_ssl_checkpoint(path)
+    last = cfg.run_dir / LAST
+    candidates = ([last] if last.is_file() else []) + older_checkpoints(cfg.run_dir)
+    for i, path in enumerate(candidates):
+        try:
+            return load_ssl_checkpoint(path)
+        except Exception as e:  # truncated, corrupt, or not a checkpoint of this project
+            more = f"trying {candidates[i + 1].name}" if i + 1 < len(candidates) else "no older checkpoint is left"
+            warnings.warn(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:200]}); {more}",
+                          stacklevel=2)
+    if candidates:
+        raise RuntimeError(f"resume=auto: no readable checkpoint in {cfg.run_dir} (tried {len(candidates)}); "
+                           "pass resume=none (or another out_dir) to start over.")
+    return None
+
+
+def data_fingerprint(names: Sequence[str]) -> Dict[str, Any]:
+    """The data set's file list as a checkpoint records it: count, sha256 and zlib-compressed sorted names
+    (relative to data.path; a few MB for ImageNet's 1.28 M names)."""
+    blob = "\n".join(sorted(names)).encode()
+    return {"count": len(names), "sha256": hashlib.sha256(blob).hexdigest(), "names": zlib.compress(blob, 6)}
+
+
+def check_data_files(ckpt: SSLCheckpoint, files: Dict[str, Any], data_path: str) -> None:
+    """Raise a one-line ValueError naming the files added and removed since ``ckpt`` was written."""
+    saved = ckpt.extra.get("data_files")
+    if not saved or saved["sha256"] == files["sha256"]:
+        return
+    before = set(zlib.decompress(saved["names"]).decode().split("\n")) if saved["count"] else set()
+    now = set(zlib.decompress(files["names"]).decode().split("\n")) if files["count"] else set()
+    added, removed = sorted(now - before), sorted(before - now)
+
+    def few(names: List[str]) -> str:
+        return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+
+    what = "; ".join(part for part in (f"{len(added)} added ({few(added)})" if added else "",
+                                       f"{len(removed)} removed ({few(removed)})" if removed else "") if part)
+    raise ValueError(
+        f"data.path={data_path} changed since {ckpt.path} (step {ckpt.step}): {what or 'file list differs'}; "
+        f"{saved['count']} -> {files['count']} files would silently change the order of every later step. "
+        "Restore the files, or pass data.allow_changed=true to continue on the new list."
+    )
 
 
 def _differences(a: Dict[str, Any], b: Dict[str, Any], prefix: str = "") -> list:

@@ -50,6 +50,7 @@ class DataConfig:
     mean: Tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: Tuple[float, float, float] = (0.229, 0.224, 0.225)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    allow_changed: bool = False  # resume on a file list that changed since the checkpoint (else an error)
 
 
 @dataclass
@@ -103,6 +104,7 @@ class Config:
     out_dir: str = "runs/{name}"
     resume: str = "auto"  # auto: continue from out_dir/last.pt if it exists; none; or a checkpoint path
     checkpoint_every: int = 500  # steps
+    keep_checkpoints: int = 2  # last.pt plus the newest step-XXXXXXX.pt; a corrupt last.pt falls back on them
     log_every: int = 50  # steps
     tensorboard: bool = True
     progress: bool = True
@@ -162,6 +164,7 @@ _CHECKS = [
     ("resume", lambda v: v != "", "auto, none or a checkpoint path"),
     ("checkpoint_every", lambda v: v >= 1, "an integer >= 1 (steps)"),
     ("log_every", lambda v: v >= 1, "an integer >= 1 (steps)"),
+    ("keep_checkpoints", lambda v: v >= 1, "an integer >= 1 (last.pt and the newest older ones)"),
     ("data.path", lambda v: v != "", "the ImageFolder root, or a .tar / .tar.gz holding one"),
     ("data.pipeline", lambda v: v in ("gpu", "cpu"), "gpu or cpu"),
     ("data.workers", lambda v: v >= 0, "an integer >= 0"),

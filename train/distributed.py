@@ -33,7 +33,31 @@ def setup(device: str = "auto") -> Dist:
     return Dist(rank, world, torch.device("cpu"))
 
 
+_HOST_GROUP = {}
+
+
+def host_group():
+    """A gloo group for small host-side collectives (preemption flag, log means): the default group on CPUs,
+    a gloo group beside NCCL on GPUs, so that these collectives do not wait on the GPU stream."""
+    if dist.get_backend() == "gloo":
+        return None
+    if "group" not in _HOST_GROUP:
+        _HOST_GROUP["group"] = dist.new_group(backend="gloo")
+    return _HOST_GROUP["group"]
+
+
+def gather_rows(row: torch.Tensor) -> torch.Tensor:
+    """[world, n]: the 1-D float tensor ``row`` of every process, on the host (one all_gather); [1, n] alone."""
+    row = row.detach().float().cpu()
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return row[None]
+    rows = [torch.empty_like(row) for _ in range(dist.get_world_size())]
+    dist.all_gather(rows, row, group=host_group())
+    return torch.stack(rows)
+
+
 def cleanup() -> None:
+    _HOST_GROUP.clear()
     if dist.is_initialized():
         dist.destroy_process_group()
 

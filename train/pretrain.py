@@ -17,7 +17,7 @@ import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 
-from . import checkpoint, distributed
+from . import checkpoint, distributed, preemption
 from ladder_zoo.models import ARCHITECTURES
 
 from .config import Config, check_paths, load_config, to_dict
@@ -33,7 +33,13 @@ class TrainingDiverged(RuntimeError):
 
 
 def train(cfg: Config) -> Path:
+    """Run ``cfg`` to its end; raises ``preemption.Preempted`` after checkpointing on SIGTERM / SIGUSR1."""
     check_paths(cfg)  # before any start-up work: a wrong path is one line, not a traceback after decoding
+    with preemption.Watch() as preempt:
+        return _train(cfg, preempt)
+
+
+def _train(cfg: Config, preempt: preemption.Watch) -> Path:
     env = distributed.setup(cfg.device)
     torch.manual_seed(cfg.seed)
     run_dir = cfg.run_dir
@@ -48,8 +54,10 @@ def train(cfg: Config) -> Path:
         model = distributed.convert_sync_batchnorm(model, env.device)
     model = model.to(env.device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
     optimizer = build_optimizer(model, cfg.optim, model.predictor_parameters())
+    checkpoints = checkpoint.Checkpoints(run_dir, cfg.keep_checkpoints)
+    files = checkpoint.data_fingerprint(data.images.names)  # a resume on changed files is an error
     resumed = checkpoint.find_resume(cfg)
-    start = checkpoint.restore(resumed, cfg, model, optimizer) if resumed else 0
+    start = checkpoint.restore(resumed, cfg, model, optimizer, files) if resumed else 0
     net = model
     if env.world > 1:
         net = DistributedDataParallel(model, device_ids=[env.device] if env.device.type == "cuda" else None,
@@ -65,9 +73,9 @@ def train(cfg: Config) -> Path:
                     f"{env.device.type}, steps {start}..{stop} of {total}" + (f" (resumed {resumed.path})" if resumed else ""))
         log.message(describe_lr(cfg))
     nonfinite = torch.zeros((), device=env.device)
-    checked, reported_bad = start, 0
+    checked, reported_bad, stopped_by = start, 0, 0
     model.train()
-    batches = data.batches(start, stop)
+    batches = log.timed(data.batches(start, stop))
     for step in range(start, stop):
         batch = next(batches)  # load
         views = data.augment(batch, step)  # augment, on the device for the gpu pipeline
@@ -78,7 +86,8 @@ def train(cfg: Config) -> Path:
         log.step()
 
         done = step + 1
-        save = done % cfg.checkpoint_every == 0 or done == stop
+        stopped_by = preempt.agreed()  # every rank stops after the same step, whichever got the signal
+        save = done % cfg.checkpoint_every == 0 or done == stop or stopped_by > 0
         if done % cfg.log_every == 0 or save:
             _guard(nonfinite, model, checked, done, run_dir)
             checked = done
@@ -89,8 +98,11 @@ def train(cfg: Config) -> Path:
                             f"{', '.join(data.bad_images[reported_bad:])}")
                 reported_bad = len(data.bad_images)
         if save and env.main:
-            checkpoint.save(run_dir / "last.pt", cfg, model, optimizer, done, steps_per_epoch,
-                            extra={"bad_images": list(data.bad_images)})
+            checkpoints.save(cfg, model, optimizer, done, steps_per_epoch,
+                             extra={"bad_images": list(data.bad_images), "data_files": files})
+        if stopped_by and done < stop:
+            log.close()
+            preempt.stop(done, stopped_by, run_dir / checkpoint.LAST)
     log.close()
     distributed.cleanup()
     return run_dir
@@ -148,9 +160,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(str(e))
     try:
         train(cfg)
-    except TrainingDiverged as e:
+    except preemption.Preempted as e:
+        print(f"train.pretrain: {e}", file=sys.stderr)
+        return preemption.PREEMPTED_EXIT_CODE
+    except (TrainingDiverged, checkpoint.CheckpointWriteError) as e:
         print(f"train.pretrain: stopped: {e}", file=sys.stderr)
-        return 3
+        return 3 if isinstance(e, TrainingDiverged) else 4
     return 0
 
 

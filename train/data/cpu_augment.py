@@ -61,7 +61,7 @@ class CpuPipeline:
 
     def __init__(self, images: ImageFolder, specs: List[ViewSpec], data: DataConfig, sampler: StepSampler,
                  device: torch.device, channels_last: bool):
-        self.dataset = AugmentedImages(images, specs, data)
+        self.images, self.dataset = images, AugmentedImages(images, specs, data)
         self.specs, self.data, self.sampler = specs, data, sampler
         self.device = device
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format

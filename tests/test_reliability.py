@@ -1,0 +1,296 @@
+"""What clusters do to training, done for real on the CPU: SIGTERM / SIGUSR1 preemption (one rank signalled),
+kill -9 of a worker under torchrun --max-restarts, two torchrun "nodes" with c10d rendezvous on 127.0.0.1, a
+corrupt last.pt, a full disk, a data set whose files changed; and what the log shows a cluster user.
+
+Every run is the tiny recipe of test_train_runs on timm's resnet10t (32 px: a fraction of the CIFAR ResNet's
+work, 60 MB checkpoints), 6 steps of the 10-step schedule: interrupted runs must end bit-equal to an
+uninterrupted one."""
+import errno
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from helpers import ROOT, SAMPLE
+from test_train_runs import TINY, _flatten
+from train import checkpoint
+from train.config import load_config
+from train.pretrain import main, train
+from train.preemption import PREEMPTED_EXIT_CODE
+
+FAST = [*TINY, "model=resnet10t", "max_steps=6"]
+STEPS = 6
+
+
+def launch(out_dir, *overrides, launcher=(), **popen):
+    cmd = [sys.executable, *(["-m", "torch.distributed.run", *launcher] if launcher else []), "-m", "train.pretrain",
+           *FAST, f"out_dir={out_dir}", *overrides]
+    # torchrun's workers otherwise share the rendezvous TCPStore across restarts and may read the previous
+    # attempt's gloo addresses (pytorch/pytorch#135712): README's torchrun line sets it too
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+    return subprocess.Popen(cmd, env=env, cwd=ROOT, text=True, **popen)
+
+
+def finish(proc, timeout=300):
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, (out or "") + (err or "")
+
+
+def run(out_dir, *overrides, launcher=()):
+    code, output = finish(launch(out_dir, *overrides, launcher=launcher, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE))
+    assert code == 0, output
+    return output
+
+
+def standalone(nproc, *extra):
+    return ["--standalone", f"--nproc_per_node={nproc}", *extra]
+
+
+def records(run_dir):
+    path = run_dir / "log.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def wait_for(condition, proc, what, timeout=240):
+    deadline = time.time() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the run ended before {what}: {finish(proc)[1][-3000:]}"
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def state(run_dir, name="last.pt"):
+    return torch.load(run_dir / name, weights_only=True)
+
+
+def assert_bit_equal(a, b):
+    assert a["step"] == b["step"] == STEPS
+    for key in ("model", "optimizer"):
+        flat_a, flat_b = _flatten(a[key]), _flatten(b[key])
+        assert flat_a.keys() == flat_b.keys()
+        differ = [k for k in flat_a if not torch.equal(flat_a[k], flat_b[k])]
+        assert not differ, f"{key}: {len(differ)} tensors differ, e.g. {differ[:3]}"
+
+
+def workers(launcher_pid, count, timeout=120):
+    """{RANK: pid} of torchrun's worker processes (its children), read from /proc."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = {}
+        for tid in os.listdir(f"/proc/{launcher_pid}/task"):
+            with open(f"/proc/{launcher_pid}/task/{tid}/children") as f:
+                for pid in f.read().split():
+                    try:
+                        with open(f"/proc/{pid}/environ", "rb") as e:
+                            env = dict(v.split(b"=", 1) for v in e.read().split(b"\0") if b"=" in v)
+                    except OSError:
+                        continue
+                    if b"RANK" in env:
+                        found[int(env[b"RANK"])] = int(pid)
+        if len(found) == count:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"torchrun {launcher_pid} did not start {count} workers")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """The uninterrupted single-process run: 6 steps, checkpoints at steps 2, 4, 6."""
+    run_dir = tmp_path_factory.mktemp("one") / "run"
+    run(run_dir, "checkpoint_every=2", "keep_checkpoints=3")
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory):
+    """Two torchrun agents ("nodes") of one process each, meeting by c10d rendezvous on 127.0.0.1: the
+    uninterrupted 2-process run the interrupted 2-process runs must equal."""
+    run_dir = tmp_path_factory.mktemp("two") / "run"
+    port = free_port()
+    node = ["--nnodes=2", "--nproc_per_node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}",
+            f"--rdzv-id=twonodes{port}"]
+    procs = [launch(run_dir, "checkpoint_every=2", "keep_checkpoints=3", launcher=node, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE)
+             for _ in range(2)]
+    results = [finish(p) for p in procs]
+    for code, output in results:
+        assert code == 0, output
+    return run_dir, "\n".join(output for _, output in results)
+
+
+def test_sigterm_checkpoints_the_step_reached_and_resume_is_exact(one_process, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = launch(run_dir, "checkpoint_every=100", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for(lambda: len(records(run_dir)) >= 2, proc, "step 2")
+    proc.send_signal(signal.SIGTERM)
+    code, output = finish(proc)
+    logged = records(run_dir)[-1]["step"]
+    assert code == PREEMPTED_EXIT_CODE, output
+    assert 2 <= logged < STEPS, "the signal was to come mid-run"
+    assert state(run_dir)["step"] == logged  # no step lost: the checkpoint holds the last step run
+    assert f"preempted by SIGTERM: checkpoint {run_dir / 'last.pt'} holds step {logged}" in output
+    output = run(run_dir, "checkpoint_every=100")  # resume=auto
+    assert f"steps {logged}..{STEPS}" in output
+    assert_bit_equal(state(run_dir), state(one_process))
+
+
+def test_sigusr1_to_one_rank_stops_every_rank_at_one_step_and_resume_is_exact(two_nodes, tmp_path):
+    """SLURM's --signal=USR1 reaching rank 1 only: rank 0 learns it by the per-step all_reduce, both stop after
+    the same step, rank 0 writes it, both exit 75; a 2-process resume is exact."""
+    run_dir = tmp_path / "run"
+    proc = launch(run_dir, "checkpoint_every=100", launcher=standalone(2), stdout=subprocess.PIPE,
+                  stderr=subprocess.PIPE)
+    ranks = workers(proc.pid, 2)
+    wait_for(lambda: len(records(run_dir)) >= 2, proc, "step 2")
+    os.kill(ranks[1], signal.SIGUSR1)
+    code, output = finish(proc)
+    logged = records(run_dir)[-1]["step"]
+    assert code != 0 and 2 <= logged < STEPS, output
+    # both ranks stopped after the same step (the one rank 0 wrote); torchrun reports the first exit, 75
+    assert output.count(f"preempted by SIGUSR1: checkpoint {run_dir / 'last.pt'} holds step {logged}") == 2, output
+    assert f"exitcode  : {PREEMPTED_EXIT_CODE}" in output
+    assert state(run_dir)["step"] == logged
+    output = run(run_dir, "checkpoint_every=100", launcher=standalone(2))
+    assert f"steps {logged}..{STEPS}" in output
+    assert_bit_equal(state(run_dir), state(two_nodes[0]))
+
+
+def test_torchrun_restarts_the_group_after_kill_9_and_ends_bit_equal(two_nodes, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = launch(run_dir, "checkpoint_every=2", launcher=standalone(2, "--max-restarts=1"),
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    ranks = workers(proc.pid, 2)
+    wait_for(lambda: (run_dir / "last.pt").exists() and len(records(run_dir)) >= 3, proc, "step 3")
+    os.kill(ranks[1], signal.SIGKILL)
+    reached = records(run_dir)[-1]["step"]
+    code, output = finish(proc)
+    assert code == 0, output
+    starts = [int(s) for s in re.findall(r"steps (\d+)\.\.6 of 10", output)]
+    assert len(starts) == 2 and starts[0] == 0 and 2 <= starts[1] <= reached < STEPS, output
+    assert reached - starts[1] < 2  # lost: only the steps since the last checkpoint (every 2)
+    assert_bit_equal(state(run_dir), state(two_nodes[0]))
+
+
+def test_two_nodes_train_as_one_process_and_log_the_mean_over_ranks(one_process, two_nodes):
+    run_dir, output = two_nodes
+    assert "2 process(es) on cpu" in output
+    # After 2 steps the weights agree to float32 rounding (BN sums and gradients added in another order: ~1e-6);
+    # the rounding then grows ~10x a step as the lr warms up to 1.0 (1e-3 at step 6), so later steps are not compared
+    one = {k: v for k, v in _flatten(state(one_process, "step-0000002.pt")["model"]).items() if v.is_floating_point()}
+    two = {k: v for k, v in _flatten(state(run_dir, "step-0000002.pt")["model"]).items() if v.is_floating_point()}
+    gap = sum(((one[k] - two[k]) ** 2).sum() for k in one) ** 0.5 / sum((one[k] ** 2).sum() for k in one) ** 0.5
+    assert gap < 1e-5
+    for a, b in zip(records(one_process), records(run_dir)):  # rank 0's own loss is that of half the batch
+        assert a["step"] == b["step"]
+        if a["step"] <= 3:
+            for key in ("loss", "loss/res2", "loss/res5"):  # means (std/* is a per-rank batch statistic)
+                assert b[key] == pytest.approx(a[key], rel=1e-5), key
+        assert len(a["peak_mem_mib"]) == 1 and len(b["peak_mem_mib"]) == 2 and min(b["peak_mem_mib"]) > 100
+        assert 0 <= b["data_wait"] < 1 and b["img_per_s"] > 0
+
+
+def tiny(tmp_path, *overrides):
+    return load_config(None, [*FAST, f"out_dir={tmp_path}", *overrides])
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the subprocess runs (OMP_NUM_THREADS=1): bit-equal results
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_corrupt_last_checkpoint_falls_back_on_the_previous_one(one_process, tmp_path, one_thread):
+    train(tiny(tmp_path, "checkpoint_every=2", "max_steps=4"))
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["last.pt", "step-0000002.pt"]
+    last = tmp_path / "last.pt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # a write cut short
+    with pytest.warns(UserWarning, match=r"last.pt cannot be read \(WeightsIntegrityError.*; trying step-0000002.pt"):
+        train(tiny(tmp_path, "checkpoint_every=2"))
+    assert [r["step"] for r in records(tmp_path)][-4:] == [3, 4, 5, 6]  # resumed from step 2
+    assert sorted(p.name for p in tmp_path.iterdir() if "pt" in p.name) == ["last.pt", "last.pt.corrupt",
+                                                                           "step-0000004.pt"]
+    assert_bit_equal(state(tmp_path), state(one_process))
+
+
+def test_keep_checkpoints_keeps_that_many(tmp_path):
+    """keep_checkpoints=2 (the default) is checked by the corrupt-checkpoint test; 3 here."""
+    train(tiny(tmp_path, "checkpoint_every=1", "max_steps=4", "keep_checkpoints=3"))
+    assert sorted(p.name for p in tmp_path.iterdir() if "pt" in p.name) == [
+        "last.pt", "step-0000002.pt", "step-0000003.pt"]
+    assert [state(tmp_path, n)["step"] for n in ("last.pt", "step-0000003.pt", "step-0000002.pt")] == [4, 3, 2]
+    with pytest.raises(ValueError, match="keep_checkpoints=0: keep at least 1"):
+        train(tiny(tmp_path, "keep_checkpoints=0"))
+
+
+def test_disk_full_keeps_the_previous_checkpoint_and_stops_with_a_clear_error(tmp_path, monkeypatch, capsys):
+    real_save, saves = torch.save, []
+
+    def save_until_the_disk_is_full(obj, f, *args, **kwargs):
+        saves.append(1)
+        if len(saves) == 2:
+            f.write(b"PK\x03\x04" + b"\0" * 4096)  # part of the file made it to disk
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_until_the_disk_is_full)
+    code = main([*FAST, f"out_dir={tmp_path}", "checkpoint_every=1"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 4
+    assert err == (f"train.pretrain: stopped: could not write the checkpoint of step 2 to {tmp_path}: No space left "
+                   f"on device (disk full: free space, or set out_dir on another disk); the previous checkpoint "
+                   f"{tmp_path / 'last.pt'} (step 1) is intact. Fix the disk, then resume=auto.")
+    assert sorted(p.name for p in tmp_path.iterdir() if "pt" in p.name) == ["last.pt"]  # no half-written file
+    assert checkpoint.load_ssl_checkpoint(tmp_path / "last.pt").step == 1
+
+
+def test_resume_on_changed_files_is_an_error_naming_them(tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(SAMPLE / "train", data)
+    run_dir = tmp_path / "run"
+    overrides = [f"data.path={data}", "data.split=", "checkpoint_every=1"]
+    train(tiny(run_dir, *overrides, "max_steps=1"))
+    removed = sorted(data.glob("dog/*.jpg"))[0]
+    shutil.copy(removed, data / "cat" / "added.jpg")
+    removed.unlink()
+    with pytest.raises(ValueError) as e:
+        train(tiny(run_dir, *overrides, "max_steps=2"))
+    message = str(e.value)
+    assert "\n" not in message and f"data.path={data} changed since {run_dir / 'last.pt'} (step 1)" in message
+    assert f"1 added (cat/added.jpg); 1 removed (dog/{removed.name}); 40 -> 40 files" in message
+    assert "data.allow_changed=true" in message
+    train(tiny(run_dir, *overrides, "max_steps=2", "data.allow_changed=true"))
+    assert records(run_dir)[-1]["step"] == 2
+
+
+def test_data_wait_measures_a_slow_loader(tmp_path, monkeypatch):
+    from train.data.gpu_augment import GpuPipeline
+
+    batches = GpuPipeline.batches
+
+    def slow(self, start, stop):
+        for batch in batches(self, start, stop):
+            time.sleep(0.5)
+            yield batch
+
+    monkeypatch.setattr(GpuPipeline, "batches", slow)
+    train(tiny(tmp_path, "max_steps=3"))
+    for record in records(tmp_path):  # one step per record: the window lasted batch_size / img_per_s seconds
+        waited = record["data_wait"] * 8 / record["img_per_s"]
+        assert 0.5 <= waited < 0.75, record
