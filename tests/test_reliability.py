@@ -235,7 +235,7 @@ def test_keep_checkpoints_keeps_that_many(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if "pt" in p.name) == [
         "last.pt", "step-0000002.pt", "step-0000003.pt"]
     assert [state(tmp_path, n)["step"] for n in ("last.pt", "step-0000003.pt", "step-0000002.pt")] == [4, 3, 2]
-    with pytest.raises(ValueError, match="keep_checkpoints=0: keep at least 1"):
+    with pytest.raises(ValueError, match="keep_checkpoints=0 is not valid: it takes an integer >= 1"):
         train(tiny(tmp_path, "keep_checkpoints=0"))
 
 
