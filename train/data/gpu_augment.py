@@ -129,7 +129,7 @@ def resample_weights(start: torch.Tensor, length: torch.Tensor, extent: int, siz
 
 def crop_resize(images: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor, size: int,
                 mode: str = "bicubic") -> torch.Tensor:
-    """Every image (uint8 [B, 3, H, W]) cropped to its box [B, 4] (top, left, h, w), resized to size x size as
+    """Every image (uint8 or float [B, 3, H, W], 0..255) cropped to its box [B, 4] (top, left, h, w), resized to size x size as
     ``F.interpolate(crop, mode=mode, antialias=True)`` would, flipped where asked, clamped to [0, 1] (as the
     uint8 resize of the reference saturates): two batched matrix products with the separable weights, whatever
     the boxes, so one graph serves every batch. Returns float [B, 3, size, size]."""
@@ -223,7 +223,7 @@ def box_mask(boxes: torch.Tensor, H: int, W: int) -> torch.Tensor:
 
 def view_from_draws(images: torch.Tensor, sizes: torch.Tensor, u: torch.Tensor, spec: ViewSpec,
                     aug: AugmentConfig, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """One view of every image: uint8 images [B, 3, H, W] (image i in its top-left sizes[i] = (h_i, w_i)
+    """One view of every image: images [B, 3, H, W] (uint8, or float in 0..255; image i in its top-left sizes[i] = (h_i, w_i)
     corner), uniform draws u [B, DRAWS_PER_VIEW] -> float [B, 3, size, size], normalised."""
     boxes = random_boxes(_col(u, "crop_area"), _col(u, "crop_ratio"), _col(u, "crop_top"), _col(u, "crop_left"),
                          sizes[:, 0], sizes[:, 1], spec.scale)
@@ -258,7 +258,8 @@ def make_augment(specs: Sequence[ViewSpec], data: DataConfig, device: torch.devi
     specs, aug = tuple(specs), data.augment
 
     def augment(images: torch.Tensor, sizes: torch.Tensor, u: torch.Tensor) -> List[torch.Tensor]:
-        return [view_from_draws(images, sizes, u[:, v], spec, aug, mean, std).contiguous(memory_format=memory_format)
+        pixels = images.float()  # once for all views
+        return [view_from_draws(pixels, sizes, u[:, v], spec, aug, mean, std).contiguous(memory_format=memory_format)
                 for v, spec in enumerate(specs)]
 
     return augment
