@@ -18,7 +18,7 @@ def build_pipeline(cfg: Config, rank: int, world: int, device: torch.device):
     if cfg.data.pipeline == "cpu":
         return CpuPipeline(images, specs, cfg.data, sampler, device, cfg.channels_last)
     if cfg.data.pipeline == "gpu":
-        return GpuPipeline(images, specs, cfg.data, sampler, device, cfg.channels_last, cfg.seed)
+        return GpuPipeline(images, specs, cfg.data, sampler, device, cfg.channels_last, cfg.seed, cfg.compile)
     raise ValueError(f"data.pipeline='{cfg.data.pipeline}': choose gpu or cpu")
 
 
