@@ -1,4 +1,4 @@
-"""train/step.py: the compiled step against the eager one on the CPU, the compile modes."""
+"""train/step.py: the compiled step against the eager one on the CPU, the compile modes, bench --profile."""
 import json
 
 import pytest
@@ -54,3 +54,17 @@ def test_compile_modes():
     with pytest.raises(ValueError, match="compile='fast': choose one of none, default, max-autotune, reduce-overhead"):
         load_config(None, ["compile=fast"])
 
+
+def test_bench_profile_prints_top_ops_and_idle_fraction(tmp_path, capsys):
+    from train.bench import main
+
+    out = tmp_path / "bench.json"
+    assert main(["--device", "cpu", "--batch", "2", "--size", "32", "--steps", "1", "--warmup", "1", "--parts", "a",
+                 "b", "--methods", "byol", "--no-amp", "--profile", "--profile-steps", "2", "--cifar", "/none",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "profile of (b) byol R50, model only" in printed and "top ops by self CPU time" in printed
+    profile = json.loads(out.read_text())["pretrain_model_only"]["(b) byol R50, model only"]["profile"]
+    assert 0 <= profile["idle_fraction"] < 1 and profile["busy_ms_per_step"] > 0
+    names = [r["name"] for r in profile["top"]]
+    assert len(names) == 15 and any("conv" in n for n in names)  # ResNet-50: convolutions dominate
