@@ -315,6 +315,7 @@ class GpuPipeline:
         self.generator = torch.Generator(device)  # made once, re-seeded every step
         self.augment_eager = make_augment(specs, data, device, self.memory_format)
         self.augment_fn = self.augment_eager
+        self.cudagraphs = compile == "reduce-overhead"  # a step's first compiled call starts a new CUDA graph step
         self.cache: Optional[torch.Tensor] = None
         if data.in_memory:
             cache, bad = decoded_set(images, self._decode_all)
@@ -382,6 +383,8 @@ class GpuPipeline:
 
     def augment(self, batch, step: int):
         images = self.decode(batch)
+        if self.cudagraphs:  # the previous step's graph outputs (views, losses) are consumed: may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
         if self.cache is not None:
             views = self.augment_fn(images, self.sizes, self.draws(step))
         else:
