@@ -129,10 +129,10 @@ def resample_weights(start: torch.Tensor, length: torch.Tensor, extent: int, siz
 
 def crop_resize(images: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor, size: int,
                 mode: str = "bicubic") -> torch.Tensor:
-    """Every image (uint8 or float [B, 3, H, W], 0..255) cropped to its box [B, 4] (top, left, h, w), resized to size x size as
-    ``F.interpolate(crop, mode=mode, antialias=True)`` would, flipped where asked, clamped to [0, 1] (as the
-    uint8 resize of the reference saturates): two batched matrix products with the separable weights, whatever
-    the boxes, so one graph serves every batch. Returns float [B, 3, size, size]."""
+    """Every image (uint8 or float [B, 3, H, W], 0..255) cropped to its box [B, 4] (top, left, h, w), resized
+    to size x size as ``F.interpolate(crop, mode=mode, antialias=True)`` would, flipped where asked, clamped to
+    [0, 1] (as the uint8 resize of the reference saturates): two batched matrix products with the separable
+    weights, whatever the boxes, so one graph serves every batch. Returns float [B, 3, size, size]."""
     _, _, H, W = images.shape
     rows = resample_weights(boxes[:, 0], boxes[:, 2], H, size, mode)  # [B, S, H]
     cols = resample_weights(boxes[:, 1], boxes[:, 3], W, size, mode)  # [B, S, W]
@@ -223,8 +223,8 @@ def box_mask(boxes: torch.Tensor, H: int, W: int) -> torch.Tensor:
 
 def view_from_draws(images: torch.Tensor, sizes: torch.Tensor, u: torch.Tensor, spec: ViewSpec,
                     aug: AugmentConfig, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """One view of every image: images [B, 3, H, W] (uint8, or float in 0..255; image i in its top-left sizes[i] = (h_i, w_i)
-    corner), uniform draws u [B, DRAWS_PER_VIEW] -> float [B, 3, size, size], normalised."""
+    """One view of every image: images [B, 3, H, W] (uint8, or float in 0..255; image i in its top-left
+    sizes[i] = (h_i, w_i) corner), uniform draws u [B, DRAWS_PER_VIEW] -> float [B, 3, size, size], normalised."""
     boxes = random_boxes(_col(u, "crop_area"), _col(u, "crop_ratio"), _col(u, "crop_top"), _col(u, "crop_left"),
                          sizes[:, 0], sizes[:, 1], spec.scale)
     x = crop_resize(images, boxes, _col(u, "flip") < aug.flip_p, spec.size, aug.interpolation)
