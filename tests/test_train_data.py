@@ -229,3 +229,14 @@ def test_in_memory_set_is_decoded_once_and_cached(tmp_path, monkeypatch):
         tar.add(SAMPLE / "train" / "cat", arcname="train/cat")
     with pytest.raises(pytest.fail.Exception, match="decoded again"):
         pipeline()
+
+
+def test_in_memory_batches_are_the_sampler_indices_across_epochs():
+    """The in-memory path moves an epoch's indices to the device at once; each step still reads the sampler's."""
+    images = ImageFolder(str(SAMPLE), "train")
+    data = DataConfig(path=str(SAMPLE), workers=0, image_size=32, in_memory=True)
+    sampler = StepSampler(len(images), 8, seed=3, rank=1, world=2)  # 5 steps per epoch; this rank's half
+    pipe = GpuPipeline(images, [ViewSpec("global", 32, (0.08, 1.0), 0.0, 0.0, 3)] * 2, data, sampler,
+                       torch.device("cpu"), False, 0)
+    got = list(pipe.batches(3, 12))
+    assert len(got) == 9 and all(torch.equal(b, sampler.indices(s)) for s, b in zip(range(3, 12), got))

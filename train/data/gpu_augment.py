@@ -347,9 +347,14 @@ class GpuPipeline:
         return [self.images.decode(i, lambda name, error: bad.append(name))[1] for i in indices], bad
 
     def batches(self, start_step: int, stop_step: int) -> Iterator:
-        if self.cache is not None:
+        if self.cache is not None:  # the indices of a whole epoch go to the device at once: no copy per step
+            per_epoch, epoch_indices = self.sampler.steps_per_epoch, (None, None)
             for step in range(start_step, stop_step):
-                yield self.sampler.indices(step)
+                epoch, k = divmod(step, per_epoch)
+                if epoch_indices[0] != epoch:
+                    steps = range(epoch * per_epoch, (epoch + 1) * per_epoch)
+                    epoch_indices = (epoch, torch.stack([self.sampler.indices(s) for s in steps]).to(self.device))
+                yield epoch_indices[1][k]
             return
         loader = torch.utils.data.DataLoader(
             RawBytes(self.images), batch_sampler=StepPlan(self.sampler, start_step, stop_step),
@@ -360,7 +365,7 @@ class GpuPipeline:
 
     def decode(self, batch) -> Images:
         if self.cache is not None:
-            return self.cache[batch.to(self.device)]
+            return self.cache[batch]
         indices, encoded = batch
         if self.device.type == "cuda":
             try:
