@@ -42,15 +42,16 @@ class Update:
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, mode: str, device: torch.device):
         self.model, self.optimizer = model, optimizer
         self.compiled = None
-        if mode == "none":  # a checkpoint of a compiled run holds tensor lrs: back to floats, read without syncs
-            for group in optimizer.param_groups:
-                group["lr"] = float(group["lr"])
-        else:
+        # AdamW takes a tensor lr only with capturable=True: its step stays eager (a float lr that changes every
+        # step would recompile a graph every step), the EMA update is compiled alone
+        self.eager_optimizer = mode == "none" or isinstance(optimizer, torch.optim.AdamW)
+        for group in optimizer.param_groups:  # a checkpoint of a compiled run holds tensor lrs
+            lr = float(group["lr"])
+            group["lr"] = lr if self.eager_optimizer else torch.tensor(lr, device=device)
+        if mode != "none":
             self.tau = torch.zeros((), device=device)
-            if not isinstance(optimizer, torch.optim.AdamW):  # AdamW takes a tensor lr only with capturable=True
-                for group in optimizer.param_groups:
-                    group["lr"] = torch.tensor(float(group["lr"]), device=device)
-            self.compiled = torch.compile(self._update, **compile_options(mode))
+            target = model.update_target if self.eager_optimizer else self._update
+            self.compiled = torch.compile(target, **compile_options(mode))
 
     def _update(self, tau):
         self.optimizer.step()
@@ -59,6 +60,8 @@ class Update:
     def __call__(self, tau: float) -> None:
         if self.compiled is None:
             return self._update(tau)
+        if self.eager_optimizer:
+            self.optimizer.step()
         self.tau.fill_(tau)
         self.compiled(self.tau)
 
