@@ -2,6 +2,7 @@
 
     python -m train.bench [--out runs/bench.json] [--batch 256] [--size 224] [--steps 30] [--warmup 10]
     python -m train.bench --device cpu --batch 4 --size 64 --steps 1 --warmup 1 --parts a b d   (CPU smoke test)
+    python -m train.bench --parts c --compile none default reduce-overhead --profile     (modes side by side)
 
 (a) the eager ceiling: a supervised timm resnet50 train step (bf16, channels_last, plain eager PyTorch); a
     BYOL step does two forward+backward passes and two target forwards per image, 8/3 of a supervised step,
@@ -11,6 +12,11 @@
     the full data pipeline from JPEG files (GPU decode + GPU augmentation); peak memory of each;
 (c) CIFAR-stem ResNet-18 on CIFAR-10 (in-memory GPU pipeline): BYOL and Ladder-BYOL epoch time;
 (d) ladder_zoo ``features_only`` inference against timm's resnet50 ``features_only`` with the same weights.
+
+``--compile`` times (b) and (c) in each listed mode (``train/step.py``). ``--profile`` then records a few more
+steps of each (b) / (c) row with torch.profiler and prints its top kernels by GPU time (on a CPU: top ops by CPU
+time) and the GPU-idle fraction of a step: the share of the profiled wall time in which no kernel ran (on a
+CPU: in which no top-level op ran, i.e. Python and framework overhead).
 
 Images per second count images, not views. ``--jpeg-data`` defaults to JPEGs made once from CIFAR-10 images
 upscaled to ImageNet-like sizes (no ImageNet on this project's machines): decode cost per pixel is realistic,
@@ -35,6 +41,7 @@ from .data import build_pipeline
 from .methods import build_model
 from .optim import build_optimizer, set_learning_rate
 from .pretrain import train_step
+from .step import COMPILE_MODES, build_step
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 METHODS = ["byol", "ladder_byol", "densebyol", "ladder_densebyol", "byol_mt"]
@@ -57,6 +64,55 @@ def timed(step: Callable[[], None], steps: int, warmup: int, device: torch.devic
     return {"s_per_step": seconds, "peak_gb": peak}
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def profiled(step: Callable[[], None], steps: int, device: torch.device, top: int = 15) -> Dict:
+    """torch.profiler over ``steps`` steps: the top kernels by device time (CPU ops by CPU time on a CPU), per
+    step, and the idle fraction of the device (the share of wall time covered by no kernel / top-level op)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    _sync(device)
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        for _ in range(steps):
+            step()
+        _sync(device)
+    events = prof.events()
+    if cuda:
+        busy = [e for e in events if e.device_type == DeviceType.CUDA]
+    else:
+        busy = [e for e in events if e.device_type == DeviceType.CPU and e.cpu_parent is None]
+    spans = sorted((e.time_range.start, e.time_range.end) for e in busy)
+    covered, end = 0.0, float("-inf")
+    for a, b in spans:  # length of the union of the intervals
+        if b > end:
+            covered += b - max(a, end)
+            end = b
+    wall = max(e.time_range.end for e in events) - min(e.time_range.start for e in events)
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    rows = sorted((r for r in prof.key_averages() if getattr(r, key) > 0), key=lambda r: -getattr(r, key))
+    total = sum(getattr(r, key) for r in rows)
+    return {
+        "idle_fraction": 1 - covered / max(wall, 1e-9), "busy_ms_per_step": covered / 1000 / steps,
+        "wall_ms_per_step": wall / 1000 / steps, "by": "gpu" if cuda else "cpu",
+        "top": [{"name": r.key, "ms_per_step": getattr(r, key) / 1000 / steps, "calls_per_step": r.count / steps,
+                 "share": getattr(r, key) / max(total, 1e-9)} for r in rows[:top]],
+    }
+
+
+def print_profile(name: str, p: Dict) -> None:
+    print(f"\nprofile of {name}: {p['wall_ms_per_step']:.1f} ms per step, {p['by'].upper()} busy "
+          f"{p['busy_ms_per_step']:.1f} ms, idle {100 * p['idle_fraction']:.1f} %")
+    print(f"  {'top ' + ('kernels by GPU' if p['by'] == 'gpu' else 'ops by self CPU') + ' time':<70} {'ms/step':>8} "
+          f"{'calls':>6} {'share':>6}")
+    for r in p["top"]:
+        print(f"  {r['name'][:70]:<70} {r['ms_per_step']:8.2f} {r['calls_per_step']:6.0f} {100 * r['share']:5.1f}%")
+
+
 def _autocast(device: torch.device, amp: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
 
@@ -77,9 +133,11 @@ def supervised(args, device) -> Dict[str, float]:
     return {**timed(step, args.steps, args.warmup, device), "images": args.batch}
 
 
-def pretraining(recipe: str, args, device, overrides: List[str], with_data: bool) -> Dict[str, float]:
-    """``train_step`` of a recipe: on fixed views already on the device, or on the recipe's data pipeline."""
-    cfg = load_config(str(CONFIGS / f"{recipe}.yaml"), [f"device={device.type}", "channels_last=true", *overrides])
+def pretraining(recipe: str, args, device, overrides: List[str], with_data: bool, mode: str = "none") -> Dict:
+    """``train_step`` of a recipe in a compile mode: on fixed views already on the device, or on the recipe's
+    data pipeline."""
+    cfg = load_config(str(CONFIGS / f"{recipe}.yaml"),
+                      [f"device={device.type}", "channels_last=true", *overrides, f"compile={mode}"])
     model = build_model(cfg).to(device, memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg.optim, model.predictor_parameters())
     set_learning_rate(optimizer, cfg.optim.lr * 0.01, cfg.optim.lr)
@@ -89,7 +147,7 @@ def pretraining(recipe: str, args, device, overrides: List[str], with_data: bool
     if with_data:
         data = build_pipeline(cfg, 0, 1, device)
         epoch_steps = data.sampler.steps_per_epoch
-        total = args.warmup + args.steps
+        total = args.warmup + args.steps + (args.profile_steps if args.profile else 0)
         batches = data.batches(0, total)
         counter = iter(range(total))
 
@@ -107,12 +165,16 @@ def pretraining(recipe: str, args, device, overrides: List[str], with_data: bool
         def views():
             return fixed
 
+    forward, update = build_step(model, model, optimizer, cfg.compile, device)
+
     def step():
-        train_step(model, model, optimizer, views(), autocast, 0.996)
+        train_step(forward, update, optimizer, views(), autocast, 0.996)
 
     r = {**timed(step, args.steps, args.warmup, device), "images": cfg.batch_size}
     if epoch_steps:
         r["epoch_s"] = r["s_per_step"] * epoch_steps
+    if args.profile:
+        r["profile"] = profiled(step, args.profile_steps, device)
     return r
 
 
@@ -173,6 +235,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--parts", nargs="+", default=["a", "b", "c", "d"], choices=["a", "b", "c", "d"])
     parser.add_argument("--jpeg-data", help="ImageFolder of JPEGs for (b) with data (default: synthetic)")
     parser.add_argument("--workers", type=int, default=12)
+    parser.add_argument("--compile", nargs="+", default=["none"], choices=list(COMPILE_MODES),
+                        help="compile modes of (b) and (c), each timed (train/step.py)")
+    parser.add_argument("--profile", action="store_true", help="torch.profiler: top kernels and GPU-idle fraction")
+    parser.add_argument("--profile-steps", type=int, default=5)
     parser.add_argument("--out", default="runs/bench.json")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -197,21 +263,22 @@ def main(argv: Optional[List[str]] = None) -> int:
         jpegs = args.jpeg_data
         if jpegs is None and Path(args.cifar).exists():
             jpegs = str(synthetic_jpegs(args.cifar, Path("data/bench_jpegs"), max(2048, 4 * args.batch)))
-        for method in args.methods:
-            recipe = f"{method}_r50_in1k_200ep"
-            record(f"(b) {method} R50, model only", pretraining(recipe, args, device, common, False),
+        for method, mode in ((m, c) for m in args.methods for c in args.compile):
+            recipe, tag = f"{method}_r50_in1k_200ep", "" if mode == "none" else f" [{mode}]"
+            record(f"(b) {method} R50, model only{tag}", pretraining(recipe, args, device, common, False, mode),
                    "pretrain_model_only")
             if jpegs:
-                record(f"(b) {method} R50, JPEG pipeline",
-                       pretraining(recipe, args, device, [*common, f"data.path={jpegs}", "data.split=train"], True),
-                       "pretrain_with_data")
+                record(f"(b) {method} R50, JPEG pipeline{tag}",
+                       pretraining(recipe, args, device, [*common, f"data.path={jpegs}", "data.split=train"], True,
+                                   mode), "pretrain_with_data")
     if "c" in args.parts and Path(args.cifar).exists():
-        for method in ("byol", "ladder_byol"):
+        for method, mode in ((m, c) for m in ("byol", "ladder_byol") for c in args.compile):
             cifar_args = argparse.Namespace(**{**vars(args), "steps": args.cifar_steps or 50000 // args.cifar_batch,
                                                "warmup": min(5, args.warmup)})
             overrides = [amp, f"data.path={args.cifar}", f"data.workers={args.workers}", f"batch_size={args.cifar_batch}"]
-            record(f"(c) {method} CIFAR R18, in-memory GPU pipeline",
-                   pretraining(f"{method}_r18_cifar_cifar10_200ep", cifar_args, device, overrides, True), "cifar")
+            tag = "" if mode == "none" else f" [{mode}]"
+            record(f"(c) {method} CIFAR R18, in-memory GPU pipeline{tag}",
+                   pretraining(f"{method}_r18_cifar_cifar10_200ep", cifar_args, device, overrides, True, mode), "cifar")
     if "d" in args.parts:
         for name, r in features(args, device).items():
             record(f"(d) {name} features_only inference", r, "features")
@@ -225,6 +292,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         extra = f"  epoch {r['epoch_s']:.1f} s" if "epoch_s" in r else ""
         print(f"{name:{width}}  {r['img_per_s']:9.0f}  {1000 * r['s_per_step']:8.1f}  {peak:>7}  {ratio:>14}{extra}")
     print(f"eager BYOL ceiling (a) x 3/8: {ceiling:.0f} img/s")
+    for name, r in rows:
+        if "profile" in r:
+            print_profile(name, r["profile"])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return 0

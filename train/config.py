@@ -99,7 +99,7 @@ class Config:
     device: str = "auto"  # auto (cuda when available) | cuda | cpu
     amp: str = "bf16"  # bf16 | none
     channels_last: bool = True
-    compile: bool = False
+    compile: Any = "none"  # none (eager) | default | max-autotune | reduce-overhead: train/step.py; true/false: default/none
     sync_bn: bool = True
     out_dir: str = "runs/{name}"
     resume: str = "auto"  # auto: continue from out_dir/last.pt if it exists; none; or a checkpoint path
@@ -111,6 +111,11 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def __post_init__(self) -> None:
+        from .step import compile_mode  # the modes live with the compiled step
+
+        self.compile = compile_mode(self.compile)
 
     @property
     def run_dir(self) -> Path:

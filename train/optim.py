@@ -43,7 +43,9 @@ class LARS(torch.optim.Optimizer):
                 g_norm = torch.stack(torch._foreach_norm(grads))
                 ratio = torch.where((w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / (g_norm + wd * w_norm),
                                     torch.ones_like(w_norm))
-                if group["clip_lr"] and lr > 0:
+                if group["clip_lr"] and torch.is_tensor(lr):  # compiled step (train/step.py): no host read of lr
+                    ratio = torch.where(lr > 0, ratio.clamp(max=lr) / lr.clamp(min=1e-30), ratio)
+                elif group["clip_lr"] and lr > 0:
                     ratio = ratio.clamp(max=lr) / lr
                 torch._foreach_mul_(updates, list(ratio.unbind()))
             buffers = []
@@ -54,7 +56,10 @@ class LARS(torch.optim.Optimizer):
                 buffers.append(state["momentum_buffer"])
             torch._foreach_mul_(buffers, group["momentum"])
             torch._foreach_add_(buffers, updates)
-            torch._foreach_add_(params, buffers, alpha=-lr)
+            if torch.is_tensor(lr):
+                torch._foreach_add_(params, torch._foreach_mul(buffers, -lr))
+            else:
+                torch._foreach_add_(params, buffers, alpha=-lr)
         return loss
 
 
@@ -119,5 +124,10 @@ def learning_rate(step: int, cfg: Config, steps_per_epoch: int) -> float:
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float, peak: float) -> None:
+    """Set every group's lr; an lr held as a device tensor (compiled step) is refilled in place."""
     for group in optimizer.param_groups:
-        group["lr"] = peak if group.get("fixed_lr") else lr
+        value = peak if group.get("fixed_lr") else lr
+        if torch.is_tensor(group["lr"]):
+            group["lr"].fill_(value)
+        else:
+            group["lr"] = value

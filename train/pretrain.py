@@ -26,6 +26,7 @@ from .methods import build_model
 from .methods.byol import ema_tau
 from .optim import build_optimizer, describe_lr, learning_rate, lr_scale, set_learning_rate
 from .runlog import RunLog
+from .step import build_step
 
 
 class TrainingDiverged(RuntimeError):
@@ -62,7 +63,7 @@ def _train(cfg: Config, preempt: preemption.Watch) -> Path:
     if env.world > 1:
         net = DistributedDataParallel(model, device_ids=[env.device] if env.device.type == "cuda" else None,
                                       broadcast_buffers=False)
-    forward = torch.compile(net) if cfg.compile else net
+    forward, update = build_step(net, model, optimizer, cfg.compile, env.device)  # eager, or compiled parts
     autocast = torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
 
     log = RunLog(run_dir, env.main, cfg.tensorboard, cfg.progress, start, stop, cfg.batch_size)
@@ -80,7 +81,7 @@ def _train(cfg: Config, preempt: preemption.Watch) -> Path:
         batch = next(batches)  # load
         views = data.augment(batch, step)  # augment, on the device for the gpu pipeline
         set_learning_rate(optimizer, learning_rate(step, cfg, steps_per_epoch), cfg.optim.lr * lr_scale(cfg))
-        out = train_step(forward, model, optimizer, views, autocast, ema_tau(step, total, cfg.method.tau))
+        out = train_step(forward, update, optimizer, views, autocast, ema_tau(step, total, cfg.method.tau))
         nonfinite += ~torch.isfinite(out["loss"].detach())
         log.accumulate(out)
         log.step()
@@ -108,15 +109,15 @@ def _train(cfg: Config, preempt: preemption.Watch) -> Path:
     return run_dir
 
 
-def train_step(forward, model, optimizer: torch.optim.Optimizer, views, autocast, tau: float):
-    """Forward (features per level -> heads -> per-level losses, weighted sum in ``loss``), backward, optimizer
-    step, EMA update of the target (BYOL; a no-op for SimSiam). Returns the forward's outputs."""
+def train_step(forward, update, optimizer: torch.optim.Optimizer, views, autocast, tau: float):
+    """Forward (features per level -> heads -> per-level losses, weighted sum in ``loss``), backward, then
+    ``update``: optimizer step and EMA update of the target (BYOL; a no-op for SimSiam). ``forward`` and
+    ``update`` are eager or compiled (``step.build_step``). Returns the forward's outputs."""
     with autocast:
         out = forward(views)
     optimizer.zero_grad(set_to_none=True)
     out["loss"].backward()
-    optimizer.step()
-    model.update_target(tau)
+    update(tau)
     return out
 
 

@@ -22,7 +22,7 @@ def build_pipeline(cfg: Config, rank: int, world: int, device: torch.device):
     if data.pipeline == "cpu":
         return CpuPipeline(images, specs, data, sampler, device, cfg.channels_last)
     if data.pipeline == "gpu":
-        return GpuPipeline(images, specs, data, sampler, device, cfg.channels_last, cfg.seed)
+        return GpuPipeline(images, specs, data, sampler, device, cfg.channels_last, cfg.seed, cfg.compile)
     raise ValueError(f"data.pipeline='{cfg.data.pipeline}': choose gpu or cpu")
 
 
