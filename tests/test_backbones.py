@@ -250,3 +250,24 @@ def test_export_then_create_model_gives_equal_features(tmp_path):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
     with pytest.raises(ladder_zoo.WeightsMismatchError, match="trained as ladder_byol_vit_t4_cifar"):
         ladder_zoo.create_model("ladder_byol_swin_t", checkpoint_path=folder)
+
+
+# --- detection adapters -------------------------------------------------------------------------------------------
+def test_torchvision_fpn_on_hierarchical_names_and_a_clear_error_for_plain_vits():
+    from ladder_zoo.integrations.torchvision import backbone_with_fpn, fasterrcnn
+
+    fpn = backbone_with_fpn("ladder_byol_convnext_t", pretrained=False, trainable_layers=3).eval()
+    frozen = {n.split(".")[0] + ("." + n.split(".")[1] if n.startswith("stages") else "")
+              for n, p in fpn.body.named_parameters() if not p.requires_grad}
+    assert frozen == {"stem", "stages.0"}  # as a ResNet's stem and res2
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        maps = list(fpn(x).values())
+        stages = fpn.body.forward_intermediates(x, intermediates_only=True)
+    assert [tuple(m.shape[1:]) for m in maps] == [(256, 16, 16), (256, 8, 8), (256, 4, 4), (256, 2, 2), (256, 1, 1)]
+    assert [s.shape[-1] for s in stages] == [16, 8, 4, 2]
+    net = fasterrcnn("ladder_byol_convnext_t", num_classes=3, pretrained=False, min_size=64, max_size=64).eval()
+    with torch.no_grad():
+        assert {"boxes", "scores", "labels"} <= set(net([torch.rand(3, 64, 64)])[0])
+    with pytest.raises(ValueError, match="is a plain ViT: every level is at stride 16.*ViTDet simple feature pyramid"):
+        backbone_with_fpn("byol_mt_vit_s16", pretrained=False)
