@@ -271,3 +271,12 @@ def test_torchvision_fpn_on_hierarchical_names_and_a_clear_error_for_plain_vits(
         assert {"boxes", "scores", "labels"} <= set(net([torch.rand(3, 64, 64)])[0])
     with pytest.raises(ValueError, match="is a plain ViT: every level is at stride 16.*ViTDet simple feature pyramid"):
         backbone_with_fpn("byol_mt_vit_s16", pretrained=False)
+
+
+def test_cli_info_names_each_familys_levels(capsys):
+    from ladder_zoo.cli import main
+
+    assert main(["info", "byol_mt_vit_s16"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("  ") and "blocks." in line]
+    assert [row[:3] for row in rows] == [["2", "stage2", "blocks.2"], ["5", "stage5", "blocks.5"],
+                                         ["8", "stage8", "blocks.8"], ["11", "stage11", "blocks.11"]]
