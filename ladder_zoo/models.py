@@ -192,8 +192,9 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> nn.Module:
         declared = ", ".join(t for t in default_cfgs[variant].tags if t) or "none"
         raise UnknownModelError(f"{variant} has no pretrained tag '{pretrained_cfg}'; its tags: {declared}.")
     cfg = resolve_pretrained_cfg(variant, pretrained_cfg, kwargs.pop("pretrained_cfg_overlay", None))
-    if kwargs.get("features_only") and arch not in _FAMILIES:
-        _check_out_indices(variant, kwargs.get("out_indices"))
+    if kwargs.get("features_only"):
+        hint = f"default {_FAMILIES[arch][1]['out_indices']}" if arch in _FAMILIES else "e.g. out_indices=(1, 2, 3, 4) for res2..res5"
+        _check_out_indices(variant, kwargs.get("out_indices"), _feature_levels(arch), hint)
     if pretrained:
         path = hub.resolve_weights(
             variant, cfg.tag, file=cfg.file, hf_hub_id=cfg.hf_hub_id, revision=revision, cache_dir=cache_dir
@@ -208,11 +209,23 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> nn.Module:
     return build_model_with_cfg(model_cls, variant, pretrained, pretrained_cfg=cfg, **ARCHS[arch]["model_args"], **kwargs)
 
 
-def _check_out_indices(variant: str, out_indices: Optional[Union[int, Sequence[int]]]) -> None:
-    n = len(LEVELS)
+def _feature_levels(arch: str) -> List[str]:
+    """The names of an architecture's ``feature_info`` levels (what ``out_indices`` counts), before building it."""
+    args = ARCHS[arch]["model_args"]
+    if arch not in _FAMILIES:
+        return list(LEVELS)
+    if "depth" in args:  # plain ViT: every block
+        return [f"blocks.{i}" for i in range(args["depth"])]
+    stage = "layers" if _FAMILIES[arch][0] is ZooSwin else "stages"
+    return [f"{stage}.{i}" for i in range(len(args["depths"]))]
+
+
+def _check_out_indices(variant: str, out_indices: Optional[Union[int, Sequence[int]]], names: Sequence[str] = LEVELS,
+                       hint: str = "e.g. out_indices=(1, 2, 3, 4) for res2..res5") -> None:
+    n = len(names)
     if out_indices is None:
         return
-    levels = ", ".join(f"{i} {name}" for i, name in enumerate(LEVELS))
+    levels = ", ".join(f"{i} {name}" for i, name in enumerate(names))
     if isinstance(out_indices, int):
         if not 1 <= out_indices <= n:
             raise ValueError(f"out_indices={out_indices} (the last N levels) must be 1..{n} for {variant} ({levels}).")
@@ -221,7 +234,7 @@ def _check_out_indices(variant: str, out_indices: Optional[Union[int, Sequence[i
     if bad or not out_indices:
         raise ValueError(
             f"out_indices={tuple(out_indices)} is out of range for {variant}: its {n} feature levels are {levels}; "
-            f"use indices 0..{n - 1} or -{n}..-1 (e.g. out_indices=(1, 2, 3, 4) for res2..res5)."
+            f"use indices 0..{n - 1} or -{n}..-1 ({hint})."
         )
 
 

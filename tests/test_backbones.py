@@ -280,3 +280,16 @@ def test_cli_info_names_each_familys_levels(capsys):
     rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("  ") and "blocks." in line]
     assert [row[:3] for row in rows] == [["2", "stage2", "blocks.2"], ["5", "stage5", "blocks.5"],
                                          ["8", "stage8", "blocks.8"], ["11", "stage11", "blocks.11"]]
+
+
+def test_out_of_range_out_indices_name_the_familys_levels():
+    """mmdet's and detectron2's adapters count res2..res5 as 1..4; on a ConvNeXt that is one past its last stage."""
+    with pytest.raises(ValueError) as e:
+        ladder_zoo.create_model("ladder_byol_convnext_t", features_only=True, out_indices=(1, 2, 3, 4))
+    assert str(e.value) == ("out_indices=(1, 2, 3, 4) is out of range for ladder_byol_convnext_t: its 4 feature levels "
+                            "are 0 stages.0, 1 stages.1, 2 stages.2, 3 stages.3; use indices 0..3 or -4..-1 "
+                            "(default (0, 1, 2, 3)).")
+    with pytest.raises(ValueError, match="its 12 feature levels are 0 blocks.0, .* 11 blocks.11; .*default \\(2, 5, 8"):
+        ladder_zoo.create_model("byol_mt_vit_s16", features_only=True, out_indices=(12,))
+    vit = ladder_zoo.create_model("byol_mt_vit_s16", features_only=True, out_indices=(-1,))
+    assert vit.feature_info.out_indices == (11,)
