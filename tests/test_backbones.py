@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import ladder_zoo
 from safetensors.torch import save_file
-from helpers import SAMPLE
+from helpers import ROOT, SAMPLE, run_python
 from train.config import Config, MethodConfig, OptimConfig, load_config
 from train.export import export
 from train.methods import LadderSiamese, build_backbone
@@ -234,7 +234,7 @@ def test_zoo_names_are_timms_architectures(name, reference, kwargs, tmp_path):
             torch.testing.assert_close(a, b)
 
 
-def test_export_then_create_model_gives_equal_features(tmp_path):
+def test_export_then_create_model_gives_equal_features(tmp_path, hub_server):
     arch = "ladder_byol_vit_t4_cifar"
     run_dir = tiny_run(tmp_path / "run", arch, {"drop_path_rate": 0.1}, "G G G G", {"global": 2})
     folder = export(run_dir / "last.pt", tmp_path / "hub" / f"{arch}.test_run", dtype="fp32")
@@ -250,6 +250,25 @@ def test_export_then_create_model_gives_equal_features(tmp_path):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
     with pytest.raises(ladder_zoo.WeightsMismatchError, match="trained as ladder_byol_vit_t4_cifar"):
         ladder_zoo.create_model("ladder_byol_swin_t", checkpoint_path=folder)
+
+    # torch.hub and timm's hf-hub: name (a user's repository on a served Hub) load the same weights
+    with torch.no_grad():
+        hubbed = torch.hub.load(str(ROOT), arch, source="local", checkpoint_path=folder, features_only=True).eval()
+        for a, b in zip(hubbed(x), features(x)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    hub_server.commit("someone/my-vit", {q.name: q.read_bytes() for q in folder.iterdir()})
+    torch.save(x, tmp_path / "x.pt")
+    code = f"""
+import timm, torch, ladder_zoo
+m = timm.create_model("hf-hub:someone/my-vit", pretrained=True, features_only=True).eval()
+with torch.no_grad():
+    print([float(f.double().sum()) for f in m(torch.load("{tmp_path / 'x.pt'}"))])
+"""
+    result = run_python(code, tmp_path, {"HF_ENDPOINT": hub_server.endpoint})
+    assert result.returncode == 0, result.stderr
+    with torch.no_grad():
+        expected = [float(f.double().sum()) for f in features(x)]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == pytest.approx(expected, rel=1e-6)
 
 
 # --- detection adapters -------------------------------------------------------------------------------------------
