@@ -55,7 +55,8 @@ class DataConfig:
 @dataclass
 class MethodConfig:
     base: str = "byol"  # byol | simsiam
-    levels: str = "- - - G"  # one entry per backbone level after the stem (res2..res5): G global, D dense, - off
+    levels: str = "- - - G"  # G global, D dense, - off per ladder level (res2..res5, 4 stages, ViT depth quarters),
+    #                          or named "res3:G res5:G" / "blocks.3:D blocks.11:G", or "ladder" (methods/ladder.py)
     ladder_w: float = 0.5  # w of Eq. 6, w_i = 2^(i-N) w: 0.5 gives the paper's 1/16, 1/8, 1/4, 1
     proj_hidden: Optional[int] = None  # None: the base method's (BYOL 4096, SimSiam 2048)
     proj_layers: Optional[int] = None  # Linear layers of the projector; None: the base method's (BYOL 2, SimSiam 3)

@@ -19,6 +19,7 @@ Levels (``method.levels``), for any timm backbone with ``feature_info`` and ``fo
 - named: ``level:kind`` pairs, a level being its name (res2..res5 on a ResNet, stage<i> otherwise: the i-th
   ``feature_info`` entry), its module (``layer4``, ``stages.3``, ``blocks.8``) or its ``feature_info`` index:
   "res3:G res5:G", "blocks.3:G blocks.11:G". ``ladder`` is G on every ladder level.
+  (YAML reads a bare ``- - - G`` as a list: quote it, in a recipe and in a ``method.levels='- - - G'`` override.)
 
 Weights (Eq. 6): i counts steps down the ladder from the backbone's last level N (a named level off the ladder is
 a step of its own), so "G G G G" weighs 1/16, 1/8, 1/4, 1 (w = 0.5) on every family, and "res3:G res5:G" gives
