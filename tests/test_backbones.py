@@ -13,6 +13,7 @@ import ladder_zoo
 from safetensors.torch import save_file
 from helpers import ROOT, SAMPLE, run_python
 from train.config import Config, MethodConfig, OptimConfig, load_config
+from train.eval.features import load_backbone
 from train.export import export
 from train.methods import LadderSiamese, build_backbone
 from train.methods.ladder import ladder_levels, ladder_weights, parse_levels
@@ -205,6 +206,8 @@ def test_two_cpu_steps(family, method, tmp_path):
     for key in [k for k in ckpt.model if k.startswith("backbone.") and ckpt.model[k].ndim > 1][:3]:
         # the target starts equal and follows by EMA: they differ only if the online backbone moved
         assert not torch.equal(ckpt.model[key], ckpt.model["target_" + key])
+    evaluated, _, _ = load_backbone(str(run_dir / "last.pt"))  # train.eval rebuilds it with the run's model_kwargs
+    assert evaluated.state_dict().keys() == ckpt.backbone_state_dict().keys()
     if method == "byol_mt":
         assert any(k.startswith("predictors.") and ".local." in k for k in ckpt.model)
     if method == "ladder_densebyol":
