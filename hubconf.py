@@ -128,3 +128,28 @@ def byol_mt_r18_cifar(pretrained=False, **kwargs):
 def ladder_byol_mt_r18_cifar(pretrained=False, **kwargs):
     """ResNet-18 with the CIFAR stem, Ladder-BYOL multi-task (one predictor per level and view type)."""
     return _create_model("ladder_byol_mt_r18_cifar", pretrained=pretrained, **kwargs)
+
+
+def byol_mt_vit_s16(pretrained=False, **kwargs):
+    """ViT-S/16, multi-task BYOL (MULAN's ViT-S run)."""
+    return _create_model("byol_mt_vit_s16", pretrained=pretrained, **kwargs)
+
+
+def ladder_byol_mt_vit_s16(pretrained=False, **kwargs):
+    """ViT-S/16, Ladder-BYOL multi-task (blocks 2, 5, 8, 11)."""
+    return _create_model("ladder_byol_mt_vit_s16", pretrained=pretrained, **kwargs)
+
+
+def ladder_byol_swin_t(pretrained=False, **kwargs):
+    """Swin-T, Ladder-BYOL (G G G G on its four stages)."""
+    return _create_model("ladder_byol_swin_t", pretrained=pretrained, **kwargs)
+
+
+def ladder_byol_convnext_t(pretrained=False, **kwargs):
+    """ConvNeXt-T, Ladder-BYOL (G G G G on its four stages)."""
+    return _create_model("ladder_byol_convnext_t", pretrained=pretrained, **kwargs)
+
+
+def ladder_byol_vit_t4_cifar(pretrained=False, **kwargs):
+    """ViT-T with 4 px patches on 32 px images, Ladder-BYOL (blocks 2, 5, 8, 11)."""
+    return _create_model("ladder_byol_vit_t4_cifar", pretrained=pretrained, **kwargs)

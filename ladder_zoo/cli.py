@@ -91,8 +91,9 @@ def _info(args) -> int:
     print("stages (out_indices):")
     info = model.feature_info
     rows = [("index", "level", "module", "channels", "stride")]
-    rows += [(str(i), models.LEVELS[i], m, str(c), str(r))
-             for i, (m, c, r) in enumerate(zip(info.module_name(), info.channels(), info.reduction()))]
+    names = models.level_names(info.info)
+    rows += [(str(i), names[i], m, str(c), str(r))
+             for i, m, c, r in zip(info.out_indices, info.module_name(), info.channels(), info.reduction())]
     _print_table(rows, indent=2)
     print(f"weights: {_weights_status(arch, tag) if tag else 'no pretrained tag declared'}")
     print("pretrained_cfg:")

@@ -31,7 +31,7 @@ def test_list_and_info(released, capsys):
     assert main(["list", "ladder_*"]) == 0
     out = capsys.readouterr().out
     names = [line.split()[0] for line in out.splitlines()[1:]]
-    assert "ladder_byol_r50" in names and "byol_r50" not in names and len(names) == 12
+    assert "ladder_byol_r50" in names and "byol_r50" not in names and len(names) == 12 + 4  # ResNets, transformers
     assert f"{TAG} (released: {released_folder(released)}" in out  # a local copy, never pushed: no Hub named
     assert "not released; recipe train/configs/ladder_byol_r50_in1k_200ep.yaml" in out
 

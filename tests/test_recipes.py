@@ -22,12 +22,22 @@ BYOL_AUG = ((0.08, 1.0), "bicubic", (0.4, 0.4, 0.2, 0.1), (1.0, 0.1), (0.0, 0.2)
 SOLO_AUG = ((0.08, 1.0), "bicubic", (0.4, 0.4, 0.2, 0.1), (0.0, 0.0), (0.0, 0.2))  # solo-learn CIFAR asymmetric
 SIMSIAM_AUG = ((0.2, 1.0), "bilinear", (0.4, 0.4, 0.4, 0.1), (0.5, 0.5), (0.0, 0.0))  # main_simsiam.py
 SIMSIAM_CIFAR_AUG = ((0.2, 1.0), "bilinear", (0.4, 0.4, 0.4, 0.1), (0.0, 0.0), (0.0, 0.0))  # blur off at 32 px
+MOBY_AUG = ((0.08, 1.0), "bilinear", (0.4, 0.4, 0.2, 0.1), (1.0, 0.1), (0.0, 0.2))  # Transformer-SSL data/build.py
 # (optimizer, lr, ref_batch, batch, weight_decay, min_lr, warmup_epochs, eta, clip, exclude_bias_norm, fixed pred lr)
 LADDER_IN1K = ("lars", 7.2, 4096, 4096, 1e-6, 0.0, 10.0, 0.001, False, True, False)
 MULAN_IN1K = ("lars", 0.4, 256, 1024, 1.5e-6, 0.0004, 10.0, 0.001, False, True, False)
 SIMSIAM_IN1K = ("sgd", 0.05, 256, 512, 1e-4, 0.0, 0.0, None, None, False, True)
 SOLO_CIFAR = ("lars", 1.0, 256, 256, 1e-5, 0.0, 10.0, 0.02, True, True, False)
 SIMSIAM_CIFAR = ("sgd", 0.03, 256, 256, 5e-4, 0.0, 0.0, None, None, False, True)
+MULAN_VIT = ("adamw", 3e-4, 256, 1024, 0.1, 3e-7, 10.0, None, None, True, False)  # CONFIG.md, main.py, optim.py
+MOBY_SWIN = ("adamw", 1e-3, 512, 512, 0.05, 5e-6, 5.0, None, None, True, False)  # moby_swin_tiny.yaml, config.py
+CIFAR_VIT = ("adamw", 3e-4, 256, 256, 0.1, 3e-7, 10.0, None, None, True, False)  # MULAN's ViT optimiser at batch 256
+# transformer settings: (betas, clip_grad, weight_decay_end, exclude_tokens, model_kwargs, proj_layers)
+RESNET_X = ((0.9, 0.999), None, None, True, {}, None)  # the defaults: ResNet recipes set none of them
+MULAN_VIT_X = ((0.9, 0.98), 0.5, None, False, {"drop_path_rate": 0.1, "dynamic_img_size": True}, 3)
+MOBY_SWIN_X = ((0.9, 0.999), 5.0, None, True, {"drop_path_rate": 0.2}, None)
+MOBY_CONVNEXT_X = ((0.9, 0.999), 5.0, None, True, {"drop_path_rate": 0.1}, None)  # ConvNeXt-T's stochastic depth
+CIFAR_VIT_X = ((0.9, 0.98), 0.5, None, True, {"drop_path_rate": 0.1}, 3)
 
 RECIPES = {
     "byol_r50_in1k_200ep": (BYOL_AUG, LADDER_IN1K, 0.996),
@@ -46,6 +56,11 @@ RECIPES = {
     "ladder_byol_mt_r18_cifar_cifar10_200ep": (SOLO_AUG, SOLO_CIFAR, 0.99),
     "simsiam_r18_cifar_cifar10_200ep": (SIMSIAM_CIFAR_AUG, SIMSIAM_CIFAR, None),
     "ladder_simsiam_r18_cifar_cifar10_200ep": (SIMSIAM_CIFAR_AUG, SIMSIAM_CIFAR, None),
+    "byol_mt_vit_s16_in1k_200ep": (BYOL_AUG, MULAN_VIT, 0.998, MULAN_VIT_X),
+    "ladder_byol_mt_vit_s16_in1k_200ep": (BYOL_AUG, MULAN_VIT, 0.998, MULAN_VIT_X),
+    "ladder_byol_swin_t_in1k_200ep": (MOBY_AUG, MOBY_SWIN, 0.99, MOBY_SWIN_X),
+    "ladder_byol_convnext_t_in1k_200ep": (MOBY_AUG, MOBY_SWIN, 0.99, MOBY_CONVNEXT_X),
+    "ladder_byol_vit_t4_cifar_cifar10_200ep": (SOLO_AUG, CIFAR_VIT, 0.99, CIFAR_VIT_X),
 }
 
 
@@ -55,9 +70,12 @@ def test_the_table_covers_every_recipe():
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_recipe_values_are_their_references(recipe):
-    (scale, interpolation, jitter, blur_p, solarize_p), optim, tau = RECIPES[recipe]
+    (scale, interpolation, jitter, blur_p, solarize_p), optim, tau, *extra = RECIPES[recipe]
     cfg = load_config(str(CONFIGS / f"{recipe}.yaml"))
     a, o = cfg.data.augment, cfg.optim
+    betas, clip_grad, wd_end, exclude_tokens, model_kwargs, proj_layers = extra[0] if extra else RESNET_X
+    assert (o.betas, o.clip_grad, o.weight_decay_end, o.exclude_tokens) == (betas, clip_grad, wd_end, exclude_tokens)
+    assert (cfg.model_kwargs, cfg.method.proj_layers) == (model_kwargs, proj_layers)
     assert (a.crop_scale, a.interpolation, a.jitter, a.blur_p, a.solarize_p) == (scale, interpolation, jitter, blur_p,
                                                                                  solarize_p)
     assert (a.flip_p, a.jitter_p, a.gray_p, a.blur_sigma) == (0.5, 0.8, 0.2, (0.1, 2.0))

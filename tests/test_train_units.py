@@ -241,7 +241,7 @@ def test_every_declared_tag_has_its_recipe():
         kinds = cfg.method.levels.split()
         assert ("ladder" in arch) == (kinds.count("-") == 0) and ("dense" in arch) == ("D" in kinds)
         assert ("_mt_" in arch) == ("local" in cfg.method.views)
-    assert len(list(CONFIGS.glob("*.yaml"))) == 16
+    assert len(list(CONFIGS.glob("*.yaml"))) == 16 + 5  # ResNets; ViT-S/16 x 2, Swin-T, ConvNeXt-T, CIFAR ViT-T/4
 
 
 def test_misspelled_recipe_key_is_an_error(tmp_path):

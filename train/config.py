@@ -56,9 +56,11 @@ class DataConfig:
 @dataclass
 class MethodConfig:
     base: str = "byol"  # byol | simsiam
-    levels: str = "- - - G"  # one entry per backbone level after the stem (res2..res5): G global, D dense, - off
+    levels: str = "- - - G"  # G global, D dense, - off per ladder level (res2..res5, 4 stages, ViT depth quarters),
+    #                          or named "res3:G res5:G" / "blocks.3:D blocks.11:G", or "ladder" (methods/ladder.py)
     ladder_w: float = 0.5  # w of Eq. 6, w_i = 2^(i-N) w: 0.5 gives the paper's 1/16, 1/8, 1/4, 1
     proj_hidden: Optional[int] = None  # None: the base method's (BYOL 4096, SimSiam 2048)
+    proj_layers: Optional[int] = None  # Linear layers of the projector; None: the base method's (BYOL 2, SimSiam 3)
     proj_out: Optional[int] = None  # None: BYOL 256, SimSiam 2048
     pred_hidden: Optional[int] = None  # None: BYOL 4096, SimSiam 512
     dense_hidden: int = 512
@@ -78,11 +80,15 @@ class OptimConfig:
     ref_batch: Optional[int] = None  # the global batch the reference publishes lr for; None: lr as is, any batch
     lr_scaling: str = "linear"  # how lr follows batch_size / ref_batch: linear (BYOL, SimSiam, MULAN) | sqrt | none
     weight_decay: float = 1e-6
+    weight_decay_end: Optional[float] = None  # cosine from weight_decay to this over training; None: constant
     momentum: float = 0.9
     betas: Tuple[float, float] = (0.9, 0.999)  # adamw
     eta: float = 0.001  # LARS trust coefficient
     clip_lars_lr: bool = False  # layer rate min(eta ||w|| / (||g|| + wd ||w||), lr), solo-learn's clip_lars_lr
     exclude_bias_norm: bool = True  # bias and norm parameters: no weight decay, no LARS adaptation
+    exclude_tokens: bool = True  # the backbone's no_weight_decay() (position embeddings, class / register tokens,
+    #                              Swin's relative position tables): no weight decay
+    clip_grad: Optional[float] = None  # clip the global gradient norm of the trained parameters to this; None: off
     warmup_epochs: float = 10.0
     min_lr: float = 0.0
     fixed_predictor_lr: bool = False  # SimSiam: predictors keep the peak lr (no warmup, no decay)
@@ -92,6 +98,7 @@ class OptimConfig:
 class Config:
     name: str = "run"
     model: str = "byol_r50"  # zoo or timm name of the backbone (a timm model with feature_info)
+    model_kwargs: Dict[str, Any] = field(default_factory=dict)  # timm create_model arguments, e.g. drop_path_rate
     epochs: int = 200
     batch_size: int = 4096  # global, over all processes
     max_steps: Optional[int] = None  # stop after this many steps, keeping the schedule of `epochs`
@@ -194,7 +201,10 @@ _CHECKS = [
     ("data.augment.cutout_ratio", _interval(1e-6, float("inf")), "(min, max) with 0 < min <= max"),
     ("method.base", lambda v: v in ("byol", "simsiam"), "byol or simsiam"),
     ("method.ladder_w", lambda v: v > 0, "a number > 0"),
+    ("model_kwargs", lambda v: all(k not in ("num_classes", "features_only", "pretrained") for k in v),
+     "timm create_model arguments other than num_classes / features_only / pretrained (train sets those)"),
     ("method.proj_hidden", lambda v: v is None or v >= 1, "an integer >= 1, or null for the method's"),
+    ("method.proj_layers", lambda v: v is None or v >= 2, "an integer >= 2 (Linear layers), or null for the method's"),
     ("method.proj_out", lambda v: v is None or v >= 1, "an integer >= 1, or null for the method's"),
     ("method.pred_hidden", lambda v: v is None or v >= 1, "an integer >= 1, or null for the method's"),
     ("method.dense_hidden", lambda v: v >= 1, "an integer >= 1"),
@@ -208,6 +218,8 @@ _CHECKS = [
     ("optim.ref_batch", lambda v: v is None or v >= 1, "an integer >= 1, or null to use lr as is"),
     ("optim.lr_scaling", lambda v: v in ("linear", "sqrt", "none"), "linear, sqrt or none"),
     ("optim.weight_decay", lambda v: v >= 0, "a number >= 0"),
+    ("optim.weight_decay_end", lambda v: v is None or v >= 0, "a number >= 0, or null for a constant weight decay"),
+    ("optim.clip_grad", lambda v: v is None or v > 0, "a gradient norm > 0, or null for no clipping"),
     ("optim.momentum", lambda v: 0 <= v < 1, "a number in [0, 1)"),
     ("optim.betas", lambda v: all(0 <= b < 1 for b in v), "2 numbers in [0, 1)"),
     ("optim.eta", lambda v: v > 0, "a number > 0"),

@@ -1,6 +1,6 @@
 """LARS, parameter groups (no weight decay / no adaptation for bias and norm parameters) and the lr schedule."""
 import math
-from typing import Dict, List
+from typing import Dict, List, Set
 
 import torch
 from torch import nn
@@ -63,17 +63,31 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
+def no_decay_names(model: nn.Module) -> Set[str]:
+    """Full names of the parameters the backbone's timm ``no_weight_decay()`` lists (position embeddings, class /
+    register tokens, Swin's relative position tables); ``model`` is the Siamese module (backbone under
+    ``backbone.``) or a bare backbone."""
+    backbone = getattr(model, "backbone", model)
+    prefix = "backbone." if backbone is not model else ""
+    listed = backbone.no_weight_decay() if hasattr(backbone, "no_weight_decay") else set()
+    return {prefix + name for name, _ in backbone.named_parameters() if name in listed}
+
+
 def param_groups(model: nn.Module, cfg: OptimConfig, predictors: List[nn.Parameter]) -> List[Dict]:
-    """Groups by (bias / norm parameter, fixed-lr predictor): ``lars`` and ``weight_decay`` set per group."""
+    """Groups by (exempt from decay, fixed-lr predictor): ``lars``, ``weight_decay`` and ``decay`` (whether the
+    weight-decay schedule applies) set per group. Exempt: bias and norm parameters (``exclude_bias_norm``: no decay
+    and no LARS adaptation) and the backbone's ``no_weight_decay()`` tensors (``exclude_tokens``: no decay)."""
     fixed = {id(p) for p in predictors} if cfg.fixed_predictor_lr else set()
+    tokens = no_decay_names(model) if cfg.exclude_tokens else set()
     groups: Dict[tuple, Dict] = {}
-    for p in model.parameters():
+    for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         exempt = cfg.exclude_bias_norm and p.ndim <= 1
-        key = (exempt, id(p) in fixed)
-        group = groups.setdefault(key, dict(params=[], weight_decay=0.0 if exempt else cfg.weight_decay,
-                                            lars=not exempt, fixed_lr=key[1]))
+        token = name in tokens and not exempt
+        key = (exempt, token, id(p) in fixed)
+        group = groups.setdefault(key, dict(params=[], weight_decay=0.0 if exempt or token else cfg.weight_decay,
+                                            decay=not (exempt or token), lars=not exempt, fixed_lr=key[2]))
         group["params"].append(p)
     return list(groups.values())
 
@@ -131,3 +145,23 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float, peak: float) 
             group["lr"].fill_(value)
         else:
             group["lr"] = value
+
+
+def weight_decay(step: int, cfg: Config, steps_per_epoch: int) -> float:
+    """``optim.weight_decay``, or with ``optim.weight_decay_end`` a cosine from it to that over the whole run
+    (DINO's schedule; MULAN declares ``--wd-end`` but its main.py never reads it: constant)."""
+    o = cfg.optim
+    if o.weight_decay_end is None:
+        return o.weight_decay
+    progress = step / max(1, cfg.epochs * steps_per_epoch - 1)
+    return o.weight_decay_end + (o.weight_decay - o.weight_decay_end) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def set_weight_decay(optimizer: torch.optim.Optimizer, wd: float) -> None:
+    """Set the decayed groups' weight decay; one held as a device tensor (compiled step) is refilled in place."""
+    for group in optimizer.param_groups:
+        if group.get("decay"):
+            if torch.is_tensor(group["weight_decay"]):
+                group["weight_decay"].fill_(wd)
+            else:
+                group["weight_decay"] = wd

@@ -24,7 +24,7 @@ from .config import Config, check_paths, load_config, to_dict
 from .data import build_pipeline
 from .methods import build_model
 from .methods.byol import ema_tau
-from .optim import build_optimizer, describe_lr, learning_rate, lr_scale, set_learning_rate
+from .optim import build_optimizer, describe_lr, learning_rate, lr_scale, set_learning_rate, set_weight_decay, weight_decay
 from .runlog import RunLog
 from .step import build_step
 
@@ -81,7 +81,10 @@ def _train(cfg: Config, preempt: preemption.Watch) -> Path:
         batch = next(batches)  # load
         views = data.augment(batch, step)  # augment, on the device for the gpu pipeline
         set_learning_rate(optimizer, learning_rate(step, cfg, steps_per_epoch), cfg.optim.lr * lr_scale(cfg))
-        out = train_step(forward, update, optimizer, views, autocast, ema_tau(step, total, cfg.method.tau))
+        if cfg.optim.weight_decay_end is not None:
+            set_weight_decay(optimizer, weight_decay(step, cfg, steps_per_epoch))
+        out = train_step(forward, update, optimizer, views, autocast, ema_tau(step, total, cfg.method.tau),
+                         cfg.optim.clip_grad)
         nonfinite += ~torch.isfinite(out["loss"].detach())
         log.accumulate(out)
         log.step()
@@ -109,14 +112,19 @@ def _train(cfg: Config, preempt: preemption.Watch) -> Path:
     return run_dir
 
 
-def train_step(forward, update, optimizer: torch.optim.Optimizer, views, autocast, tau: float):
-    """Forward (features per level -> heads -> per-level losses, weighted sum in ``loss``), backward, then
-    ``update``: optimizer step and EMA update of the target (BYOL; a no-op for SimSiam). ``forward`` and
-    ``update`` are eager or compiled (``step.build_step``). Returns the forward's outputs."""
+def train_step(forward, update, optimizer: torch.optim.Optimizer, views, autocast, tau: float,
+               clip_grad: Optional[float] = None):
+    """Forward (features per level -> heads -> per-level losses, weighted sum in ``loss``), backward, gradient
+    norm clipped to ``clip_grad`` (if set), then ``update``: optimizer step and EMA update of the target (BYOL;
+    a no-op for SimSiam). ``forward`` and ``update`` are eager or compiled (``step.build_step``). Returns the
+    forward's outputs."""
     with autocast:
         out = forward(views)
     optimizer.zero_grad(set_to_none=True)
     out["loss"].backward()
+    if clip_grad:
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"] if p.grad is not None],
+                                       clip_grad)
     update(tau)
     return out
 

@@ -5,14 +5,16 @@ stages with channels from ``feature_info``, and the image mean / std of the weig
     from ladder_zoo.integrations.torchvision import maskrcnn
     model = maskrcnn("ladder_byol_r50.in1k_200ep", num_classes=91)          # pretrained backbone, fresh heads
 """
+from collections import OrderedDict
 from typing import Optional, Sequence
 
+from timm.models import ResNet
 from torch import nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.segmentation.fcn import FCN, FCNHead
 from torchvision.models._utils import IntermediateLayerGetter
-from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
+from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, FeaturePyramidNetwork, LastLevelMaxPool, LastLevelP6P7
 
 from .. import create_model
 from ._common import freeze_levels, frozen_batchnorm
@@ -36,15 +38,51 @@ def backbone_with_fpn(
     extra_blocks: Optional[ExtraFPNBlock] = None,
     **kwargs,
 ) -> BackboneWithFPN:
-    """``BackboneWithFPN`` over res(k+1) for k in ``returned_layers`` (1 = res2, stride 4 ... 4 = res5, stride 32)."""
-    model = zoo_backbone(name, pretrained, trainable_layers, **kwargs)
+    """``BackboneWithFPN`` over res(k+1) for k in ``returned_layers`` (1 = res2, stride 4 ... 4 = res5, stride 32);
+    on Swin / ConvNeXt names, the same over their stages at strides 4 .. 32 (``HierarchicalWithFPN``)."""
     if not set(returned_layers) <= {1, 2, 3, 4}:
         raise ValueError(f"returned_layers={tuple(returned_layers)}: choose among 1 (res2) .. 4 (res5)")
+    model = zoo_backbone(name, pretrained, trainable_layers, **kwargs)
+    if not isinstance(model, ResNet):
+        return HierarchicalWithFPN(model, name, trainable_layers, returned_layers, out_channels, extra_blocks)
     channels = [model.feature_info[k]["num_chs"] for k in returned_layers]
     backbone = BackboneWithFPN(model, {f"layer{k}": str(i) for i, k in enumerate(returned_layers)}, channels,
                                out_channels, extra_blocks=extra_blocks or LastLevelMaxPool())
     backbone.pretrained_cfg = model.pretrained_cfg
     return backbone
+
+
+class HierarchicalWithFPN(nn.Module):
+    """What ``BackboneWithFPN`` is for a ResNet, for any hierarchical timm backbone (Swin, ConvNeXt): its stages'
+    NCHW maps (``forward_intermediates``) at strides 4 .. 32 into an FPN; ``trainable_layers`` counts from the last
+    stage down, then the stem (patch embedding), as for a ResNet."""
+
+    def __init__(self, model: nn.Module, name: str, trainable_layers: int, returned_layers: Sequence[int],
+                 out_channels: int, extra_blocks: Optional[ExtraFPNBlock]):
+        super().__init__()
+        strides = {info["reduction"]: i for i, info in enumerate(model.feature_info)}
+        if len(strides) == 1:
+            raise ValueError(f"{name} is a plain ViT: every level is at stride {next(iter(strides))}, and an FPN "
+                             "needs stages at strides 4 .. 32; use a hierarchical name (ladder_byol_swin_t, "
+                             "ladder_byol_convnext_t), or build a ViTDet simple feature pyramid on its last block")
+        missing = [2 ** (k + 1) for k in returned_layers if 2 ** (k + 1) not in strides]
+        if missing:
+            raise ValueError(f"{name} has no stage at stride(s) {missing} for returned_layers={tuple(returned_layers)}")
+        self.indices = [strides[2 ** (k + 1)] for k in returned_layers]
+        stem = [child for child in ("stem", "patch_embed") if hasattr(model, child)]
+        levels = [stem, *[[info["module"]] for info in model.feature_info]]
+        for modules in levels[: 5 - trainable_layers]:
+            for module in modules:
+                model.get_submodule(module).requires_grad_(False)
+        self.body = model
+        self.fpn = FeaturePyramidNetwork([model.feature_info[i]["num_chs"] for i in self.indices], out_channels,
+                                         extra_blocks=extra_blocks or LastLevelMaxPool())
+        self.out_channels = out_channels
+        self.pretrained_cfg = model.pretrained_cfg
+
+    def forward(self, x):
+        maps = self.body.forward_intermediates(x, indices=self.indices, intermediates_only=True)
+        return self.fpn(OrderedDict((str(i), m) for i, m in enumerate(maps)))
 
 
 def _image_stats(backbone: BackboneWithFPN) -> dict:

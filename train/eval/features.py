@@ -23,7 +23,7 @@ def load_backbone(source: str) -> Tuple[nn.Module, str, dict]:
     path = Path(source)
     if path.is_file():
         ckpt = ladder_zoo.load_ssl_checkpoint(path)
-        model = build_backbone(ckpt.model_name)
+        model = build_backbone(ckpt.model_name, **ckpt.config.get("model_kwargs", {}))  # e.g. a ViT's patch size
         model.load_state_dict(ckpt.backbone_state_dict())
         return model, ckpt.model_name, {"step": ckpt.step, "epochs": ckpt.epoch, "recipe": ckpt.config["name"],
                                         "config": ckpt.config, "checkpoint": ckpt}

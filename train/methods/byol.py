@@ -25,9 +25,10 @@ class BYOL:
         self.proj_hidden = cfg.proj_hidden or 4096
         self.proj_out = cfg.proj_out or 256
         self.pred_hidden = cfg.pred_hidden or 4096
+        self.proj_layers = cfg.proj_layers or 2  # MULAN's ViT runs: 3 (--projector-mlp 4096-4096-256)
 
     def projector(self, in_dim: int):
-        return mlp([in_dim, self.proj_hidden, self.proj_out])
+        return mlp([in_dim, *[self.proj_hidden] * (self.proj_layers - 1), self.proj_out])
 
     def predictor(self):
         return mlp([self.proj_out, self.pred_hidden, self.proj_out])

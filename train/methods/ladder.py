@@ -4,18 +4,41 @@
     G level:  y_i = p_i(avgpool(z_i)),  L_i = the base loss with the level's own p_i and q_i         (Eq. 5)
     D level:  L_i = (L_i^global + L_i^dense) / 2, L^dense with 1x1-conv heads, argmax-aligned         (Eq. 7)
 
-over a base method (``byol.py``: EMA target; ``simsiam.py``: stop-gradient). ``levels`` gives the loss of each
-backbone level after the stem, in the paper's notation: "- - - G" is plain BYOL / SimSiam, "G G G G" Ladder,
-"D D G G" Ladder-DenseBYOL, "- - - D" DenseBYOL. With local or cutout views every active level runs the
-multi-task alignment of ``multitask.py`` (one predictor per level and view type). The intermediate heads are
-side branches: the backbone's own path is unchanged, and a level that is off costs nothing.
+over a base method (``byol.py``: EMA target; ``simsiam.py``: stop-gradient). With local or cutout views every
+active level runs the multi-task alignment of ``multitask.py`` (one predictor per level and view type). The
+intermediate heads are side branches: the backbone's own path is unchanged, and a level that is off costs nothing.
+
+Levels (``method.levels``), for any timm backbone with ``feature_info`` and ``forward_intermediates``:
+
+- the *ladder* of a backbone is its default levels, 4 for every family: the stages after the stem of a ResNet
+  (res2..res5), RegNet (s1..s4), ConvNeXt (stages.0..3) and Swin (layers.0..3); for a plain (single-scale) ViT,
+  the blocks that end its four depth quarters (ViT-S/16, 12 blocks: blocks.2, .5, .8, .11).
+- positional, as the paper writes it: one of G (global), D (dense) or - (off) per ladder level, aligned to the
+  last ones: "- - - G" is plain BYOL / SimSiam, "G G G G" Ladder, "D D G G" Ladder-DenseBYOL, "- - - D" DenseBYOL,
+  on a ResNet as on a ViT (where "G G G G" means the four quarter depths, not the last four blocks).
+- named: ``level:kind`` pairs, a level being its name (res2..res5 on a ResNet, stage<i> otherwise: the i-th
+  ``feature_info`` entry), its module (``layer4``, ``stages.3``, ``blocks.8``) or its ``feature_info`` index:
+  "res3:G res5:G", "blocks.3:G blocks.11:G". ``ladder`` is G on every ladder level.
+  (YAML reads a bare ``- - - G`` as a list: quote it, in a recipe and in a ``method.levels='- - - G'`` override.)
+
+Weights (Eq. 6): i counts steps down the ladder from the backbone's last level N (a named level off the ladder is
+a step of its own), so "G G G G" weighs 1/16, 1/8, 1/4, 1 (w = 0.5) on every family, and "res3:G res5:G" gives
+res3 the 1/8 it has in "- G - G".
+
+Level features are NCHW maps (ViT and Swin: their token grids, class and register tokens left out, via
+``forward_intermediates``), so dense levels align tokens as they align ResNet positions. A global level pools
+its map, except the last level, which takes the backbone's own pooled feature, ``forward_head(pre_logits=True)``:
+what the released model gives with ``num_classes=0`` (ResNet: the average pool; ViT: the class token after the
+final norm, as MULAN's ViT does; ConvNeXt / Swin: pool and final norm).
 """
 import copy
-from typing import Dict, List, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from timm.layers import DropPath
 
 from ..config import MethodConfig
 from ladder_zoo.models import level_names
@@ -27,6 +50,74 @@ from .multitask import check_views, task_pairs
 from .simsiam import SimSiam
 
 BASES = {"byol": BYOL, "simsiam": SimSiam}
+KINDS = ("G", "D", "-")
+
+
+def _modules(feature_info) -> List[str]:
+    return [entry["module"] for entry in feature_info]
+
+
+def _has_stem(modules: Sequence[str]) -> bool:
+    return modules[0] in ("act1", "stem") or modules[0].startswith("stem")
+
+
+def ladder_levels(feature_info: Sequence[Dict]) -> List[int]:
+    """``feature_info`` indices of a backbone's 4 default levels (its ladder): the stages after the stem of a
+    hierarchical backbone, or the blocks ending the four depth quarters of a plain ViT (all levels at one stride)."""
+    modules = _modules(feature_info)
+    levels = list(range(1 if _has_stem(modules) else 0, len(modules)))
+    if len({entry["reduction"] for entry in feature_info}) == 1 and len(levels) > 4:  # plain ViT: depth quarters
+        depth = len(levels)
+        levels = [levels[(depth * q) // 4 - 1] for q in (1, 2, 3, 4)]
+    return levels
+
+
+def parse_levels(spec: str, feature_info: Sequence[Dict]) -> Dict[str, str]:
+    """``method.levels`` -> {level name: G or D}, shallow to deep (the module docstring gives the grammar)."""
+    names, modules = level_names(feature_info), _modules(feature_info)
+    ladder = ladder_levels(feature_info)
+    ladder_names = " ".join(names[i] for i in ladder)
+    usage = (f"method.levels='{spec}': give one of G / D / - per ladder level ({ladder_names}), e.g. 'G G G G'; or "
+             f"level:kind pairs, e.g. '{names[ladder[0]]}:G {names[-1]}:G'; or 'ladder'")
+    words = spec.split()
+    if words == ["ladder"]:
+        chosen = {i: "G" for i in ladder}
+    elif words and all(":" in w for w in words):
+        chosen = {}
+        for word in words:
+            level, _, kind = word.rpartition(":")
+            if level in names:
+                i = names.index(level)
+            elif level in modules:
+                i = modules.index(level)
+            elif level.lstrip("-").isdigit() and -len(names) <= int(level) < len(names):
+                i = int(level) % len(names)
+            else:
+                raise ValueError(f"method.levels='{spec}': no level '{level}' in this backbone; its levels are "
+                                 f"{', '.join(names)} (modules {', '.join(modules)}) or their indices 0..{len(names) - 1}")
+            if kind not in KINDS or i in chosen:
+                raise ValueError(usage + (f" ('{level}' is named twice)" if i in chosen else f" ('{word}')"))
+            chosen[i] = kind
+    elif words and len(words) <= len(ladder) and set(words) <= set(KINDS):
+        chosen = dict(zip(ladder[len(ladder) - len(words):], words))
+    else:
+        raise ValueError(usage)
+    if _has_stem(modules) and chosen.get(0, "-") != "-":
+        raise ValueError(f"method.levels='{spec}': the stem ({names[0]}) takes no loss; the levels start after it")
+    levels = {names[i]: kind for i, kind in sorted(chosen.items()) if kind != "-"}
+    if not levels:
+        raise ValueError(f"method.levels='{spec}' switches every loss off")
+    return levels
+
+
+def ladder_weights(levels: Sequence[str], feature_info: Sequence[Dict], w: float) -> Dict[str, float]:
+    """Eq. 6 for any number of levels: w_i = 2^(i-N) w, i counting steps down the ladder (the default levels, plus
+    any named level off it) from the backbone's last level N, whose weight is 1."""
+    names = level_names(feature_info)
+    steps = sorted(set(ladder_levels(feature_info)) | {names.index(level) for level in levels})
+    top = len(names) - 1
+    return {level: 1.0 if names.index(level) == top
+            else 2.0 ** (steps.index(names.index(level)) - steps.index(top)) * w for level in levels}
 
 
 class Embedding(NamedTuple):
@@ -64,21 +155,15 @@ class LadderSiamese(nn.Module):
         self.block_elements = cfg.dense_block_elements
 
         info = backbone.feature_info
-        names, kinds = level_names(info), cfg.levels.split()
-        first = len(info) - len(kinds)
-        if first < 0 or names[first] == "stem" or set(kinds) - {"G", "D", "-"}:
-            raise ValueError(
-                f"method.levels='{cfg.levels}': one of G / D / - per level of {', '.join(n for n in names if n != 'stem')}"
-            )
-        self.levels: Dict[str, str] = {names[first + k]: kind for k, kind in enumerate(kinds) if kind != "-"}
-        if not self.levels:
-            raise ValueError(f"method.levels='{cfg.levels}' switches every loss off")
+        names = level_names(info)
+        self.levels: Dict[str, str] = parse_levels(cfg.levels, info)
         index = {name: i for i, name in enumerate(names)}
         self.indices: List[int] = [index[name] for name in self.levels]
-        top = len(names) - 1  # N: the last level
-        self.level_weights = {name: 1.0 if index[name] == top else 2.0 ** (index[name] - top) * cfg.ladder_w
-                              for name in self.levels}
+        self.level_weights = ladder_weights(self.levels, info, cfg.ladder_w)
+        self.top = names[-1] if names[-1] in self.levels else None  # pooled by the backbone's own head
         channels = {name: info[index[name]]["num_chs"] for name in self.levels}
+        if self.top:
+            channels[self.top] = getattr(backbone, "head_hidden_size", None) or backbone.num_features
         predictor_keys = list(self.views) if cfg.per_view_predictor else ["shared"]
         dense = [name for name, kind in self.levels.items() if kind == "D"]
 
@@ -96,6 +181,9 @@ class LadderSiamese(nn.Module):
         })
         if self.base.uses_target_network:
             self.target_backbone = copy.deepcopy(backbone).requires_grad_(False)
+            for module in self.target_backbone.modules():  # stochastic depth on the online network only (MULAN,
+                if isinstance(module, DropPath):            # models.py get_backbone; MoBY's target_drop_path_rate 0)
+                    module.drop_prob = 0.0
             self.target_projectors = copy.deepcopy(self.projectors).requires_grad_(False)
             self.target_dense_projectors = copy.deepcopy(self.dense_projectors).requires_grad_(False)
 
@@ -139,9 +227,15 @@ class LadderSiamese(nn.Module):
 
     def _embed(self, backbone: nn.Module, projectors: nn.ModuleDict, dense_projectors: nn.ModuleDict,
                x: torch.Tensor) -> Dict[str, Embedding]:
-        features = backbone.forward_intermediates(x, indices=self.indices, intermediates_only=True)
+        if self.top:
+            final, features = backbone.forward_intermediates(x, indices=self.indices)
+        else:
+            features = backbone.forward_intermediates(x, indices=self.indices, intermediates_only=True)
+        pooled = {level: backbone.forward_head(final, pre_logits=True) if level == self.top else z.mean((2, 3))
+                  for level, z in zip(self.levels, features)}
         return {
-            level: Embedding(projectors[level](z.mean((2, 3))), dense_projectors[level](z) if level in dense_projectors else None)
+            level: Embedding(projectors[level](pooled[level]),
+                             dense_projectors[level](z) if level in dense_projectors else None)
             for level, z in zip(self.levels, features)
         }
 

@@ -23,9 +23,10 @@ class SimSiam:
         self.proj_hidden = cfg.proj_hidden or 2048
         self.proj_out = cfg.proj_out or 2048
         self.pred_hidden = cfg.pred_hidden or 512
+        self.proj_layers = cfg.proj_layers or 3
 
     def projector(self, in_dim: int):
-        return mlp([in_dim, self.proj_hidden, self.proj_hidden, self.proj_out], last_bn=True)
+        return mlp([in_dim, *[self.proj_hidden] * (self.proj_layers - 1), self.proj_out], last_bn=True)
 
     def predictor(self):
         return mlp([self.proj_out, self.pred_hidden, self.proj_out])
