@@ -153,10 +153,6 @@ def resolve_weights(
     raise WeightsNotFoundError(_not_found_message(name, architecture, tag, repo, hub_error))
 
 
-def is_offline() -> bool:
-    return _is_offline()
-
-
 def _download(repo: str, revision: Optional[str], cache_dir: Optional[str], local_files_only: bool = False):
     """The weights of ``repo`` through huggingface_hub, verified; with ``local_files_only``, from its cache or None."""
     from . import __version__
@@ -239,7 +235,7 @@ def unreachable_message(repo: str, revision: Optional[str]) -> str:
     )
 
 
-def _is_offline() -> bool:
+def is_offline() -> bool:
     check = getattr(hf_constants, "is_offline_mode", None)
     return bool(check()) if check else bool(hf_constants.HF_HUB_OFFLINE)
 
@@ -252,7 +248,7 @@ def _not_found_message(name: str, architecture: str, tag: Optional[str], repo: s
             f"{recipe_path(architecture, tag)}` then `python -m train.export CHECKPOINT --out hub/{repo}` (see "
             f"README), or use pretrained=False. Local Hub folders searched for {repo}/: {searched}."
         )
-    if _is_offline():
+    if is_offline():
         return (
             f"HF_HUB_OFFLINE is set and {repo} is not in the Hugging Face cache ({hub_error}). Fix: download it "
             f"once online (`hf download {repo}`), unset HF_HUB_OFFLINE, or put a copy in {HUB_DIR_ENV}/{repo}/. "

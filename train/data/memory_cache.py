@@ -6,12 +6,13 @@ later run instead of decoding 50k JPEGs again.
 Only sets read from an archive file are cached (a folder has no single content hash); the file is written
 atomically (temporary file, fsync, rename), so a killed run never leaves a half-written cache.
 """
-import hashlib
 import os
 from pathlib import Path
 from typing import Callable, List, Tuple
 
 import torch
+
+from ladder_zoo.hub import sha256_file
 
 from .imagefolder import ImageFolder
 
@@ -20,14 +21,6 @@ FORMAT = "ladder_zoo.decoded_set/1"
 
 def cache_dir() -> Path:
     return Path(os.environ.get("LADDER_ZOO_CACHE", Path.home() / ".cache" / "ladder_zoo" / "decoded"))
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cache_path(images: ImageFolder) -> Path:
