@@ -206,3 +206,13 @@ def test_pretrain_command_errors_are_one_line(override, message, tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert message in result.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "run").exists()  # nothing was started
+
+
+def test_a_config_built_in_code_is_checked_by_train_as_a_recipe_is(tmp_path):
+    from train.pretrain import train
+
+    cfg = load_config(str(CONFIGS / "byol_r18_cifar_cifar10_200ep.yaml"), [f"out_dir={tmp_path}/run"])
+    cfg.amp = "fp16"  # set after loading: only train's own check sees it
+    with pytest.raises(ValueError, match="amp='fp16' is not valid: it takes bf16 or none"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()

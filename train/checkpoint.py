@@ -100,9 +100,7 @@ class Checkpoints:
     ``find_resume`` also reads.
     """
 
-    def __init__(self, run_dir: Path, keep: int):
-        if keep < 1:
-            raise ValueError(f"keep_checkpoints={keep}: keep at least 1 checkpoint (the default is 2)")
+    def __init__(self, run_dir: Path, keep: int):  # keep >= 1: config.check
         self.run_dir, self.keep = Path(run_dir), keep
 
     def save(self, cfg: Config, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,

@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from . import checkpoint, distributed, preemption
 from ladder_zoo.models import ARCHITECTURES
 
-from .config import Config, check_paths, load_config, to_dict
+from .config import Config, check, check_paths, load_config, to_dict
 from .data import build_pipeline
 from .methods import build_model
 from .methods.byol import ema_tau
@@ -35,6 +35,7 @@ class TrainingDiverged(RuntimeError):
 
 def train(cfg: Config) -> Path:
     """Run ``cfg`` to its end; raises ``preemption.Preempted`` after checkpointing on SIGTERM / SIGUSR1."""
+    check(cfg)  # a Config built in code is range-checked as a loaded recipe is
     check_paths(cfg)  # before any start-up work: a wrong path is one line, not a traceback after decoding
     with preemption.Watch() as preempt:
         return _train(cfg, preempt)
@@ -161,11 +162,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
-    except (ValueError, FileNotFoundError) as e:
-        parser.error(str(e))
-    try:
         check_paths(cfg)
-    except FileNotFoundError as e:
+    except (ValueError, FileNotFoundError) as e:
         parser.error(str(e))
     try:
         train(cfg)

@@ -56,8 +56,6 @@ class MeanCutout(torch.nn.Module):
 
 def view_transform(spec: ViewSpec, data: DataConfig) -> v2.Compose:
     aug = data.augment
-    if aug.interpolation not in INTERPOLATION:
-        raise ValueError(f"data.augment.interpolation='{aug.interpolation}': choose {' or '.join(INTERPOLATION)}")
     ops = [
         v2.RandomResizedCrop(spec.size, scale=spec.scale, interpolation=INTERPOLATION[aug.interpolation],
                              antialias=True),

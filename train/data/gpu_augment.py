@@ -252,8 +252,6 @@ def make_augment(specs: Sequence[ViewSpec], data: DataConfig, device: torch.devi
                  memory_format: torch.memory_format = torch.contiguous_format) -> Callable:
     """The pure augmentation of a step: (uint8 images [B, 3, H, W], sizes [B, 2], draws [B, V, K]) -> the V
     views, float [B, 3, s, s] in ``memory_format``. Constants (mean, std) are made here, once."""
-    if data.augment.interpolation not in ("bicubic", "bilinear"):
-        raise ValueError(f"data.augment.interpolation='{data.augment.interpolation}': choose bicubic or bilinear")
     mean, std = normalisation(data, device)
     specs, aug = tuple(specs), data.augment
 
