@@ -33,11 +33,12 @@ def write_hub_folder(
     state_dict: Mapping[str, torch.Tensor],
     *,
     dtype: torch.dtype = torch.float16,
-    card: str = "",
+    card_body: str = "",
     extra: Optional[Dict[str, Any]] = None,
     max_shard_size: str = HUB_MAX_SHARD_SIZE,
 ) -> Path:
-    """Write config.json, the weights (``dtype``, sharded past ``max_shard_size``) and README.md into ``out_dir``."""
+    """Write config.json, the weights (``dtype``, sharded past ``max_shard_size``) and README.md (the default card
+    with ``card_body`` appended) into ``out_dir``."""
     from . import __version__, create_model
 
     from .models import default_cfgs
@@ -69,7 +70,7 @@ def write_hub_folder(
     if split.is_sharded:
         index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
         (out_dir / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
-    (out_dir / "README.md").write_text(card or default_card(architecture, tag, model.pretrained_cfg))
+    (out_dir / "README.md").write_text(default_card(architecture, tag, model.pretrained_cfg, card_body))
     return out_dir
 
 

@@ -20,19 +20,18 @@ from typing import Optional, Sequence
 import torch
 import yaml
 
-from ladder_zoo import load_ssl_checkpoint, models
+from ladder_zoo import hub, load_ssl_checkpoint, models
 from ladder_zoo.errors import WeightsError
 from ladder_zoo.models import ARCHITECTURES
-from ladder_zoo import hub
-from ladder_zoo.publish import default_card, register_release, write_hub_folder
+from ladder_zoo.publish import register_release, write_hub_folder
+from ladder_zoo.weights import SSLCheckpoint
 
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
 TAG = re.compile(r"[A-Za-z0-9_-]+")
 
 
-def check_release(checkpoint: Path, out: Path) -> None:
+def check_release(ckpt: SSLCheckpoint, checkpoint: Path, out: Path) -> None:
     """``--register`` records a release: only a declared tag, from a run of its own recipe that finished."""
-    ckpt = load_ssl_checkpoint(checkpoint)
     arch, _, tag = out.name.partition(".")
     declared = [t for t in models.default_cfgs[arch].tags if t] if arch in ARCHITECTURES else []
     if tag not in declared:
@@ -47,8 +46,13 @@ def check_release(checkpoint: Path, out: Path) -> None:
                          "(it loads by path)")
 
 
-def export(checkpoint: Path, out: Path, dtype: str = "fp16", eval_json: Optional[Path] = None) -> Path:
+def export(checkpoint: Path, out: Path, dtype: str = "fp16", eval_json: Optional[Path] = None,
+           release: bool = False) -> Path:
+    """Write the Hub folder ``out`` of the checkpoint's online backbone; ``release``: only if ``check_release``
+    passes (nothing is written otherwise)."""
     ckpt = load_ssl_checkpoint(checkpoint)
+    if release:
+        check_release(ckpt, checkpoint, out)
     arch = ckpt.model_name
     if arch not in ARCHITECTURES:
         raise ValueError(f"{checkpoint} trained '{arch}', which is not a ladder-zoo name; only zoo models export.")
@@ -59,15 +63,11 @@ def export(checkpoint: Path, out: Path, dtype: str = "fp16", eval_json: Optional
     cfg = ckpt.config
     epochs_done = ckpt.step / (ckpt.data or {}).get("steps_per_epoch", 1)
     evaluation = json.loads(eval_json.read_text()) if eval_json else None
-    body = _card_body(ckpt, epochs_done, evaluation)
-    from ladder_zoo import create_model
-
-    declared = tag in models.default_cfgs[arch].tags
-    card = default_card(arch, tag, create_model(f"{arch}.{tag}" if declared else arch).pretrained_cfg, body)
     extra = {"method": cfg["method"], "recipe": cfg["name"], "step": ckpt.step, "epochs": round(epochs_done, 3)}
     if evaluation:
         extra["evaluation"] = evaluation
-    return write_hub_folder(out, arch, tag, ckpt.backbone_state_dict(), dtype=DTYPES[dtype], card=card, extra=extra)
+    return write_hub_folder(out, arch, tag, ckpt.backbone_state_dict(), dtype=DTYPES[dtype],
+                            card_body=_card_body(ckpt, epochs_done, evaluation), extra=extra)
 
 
 def _card_body(ckpt, epochs_done: float, evaluation: Optional[dict]) -> str:
@@ -112,9 +112,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.checkpoint.is_file():
         parser.error(f"{args.checkpoint}: no such checkpoint (a run folder's last.pt, written by train.pretrain)")
     try:
-        if args.register:
-            check_release(args.checkpoint, args.out)
-        folder = export(args.checkpoint, args.out, args.dtype, args.eval)
+        folder = export(args.checkpoint, args.out, args.dtype, args.eval, release=args.register)
     except (ValueError, OSError, WeightsError) as e:
         parser.error(str(e))
     repo_id = args.push_to_hub or "/".join(args.out.parts[-2:])
