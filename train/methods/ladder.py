@@ -192,11 +192,12 @@ class LadderSiamese(nn.Module):
         level, its loss ``loss/<level>`` and the collapse monitor ``std/<level>`` (std over the batch of the
         normalised projections: about 1/sqrt(D) when healthy, 0 when collapsed)."""
         losses, online = self.level_losses(views)
-        out: Dict[str, torch.Tensor] = {}
+        out: Dict[str, torch.Tensor] = {"loss": sum(self.level_weights[level] * loss for level, loss in losses.items())}
         for level, loss in losses.items():
-            out[f"loss/{level}"] = loss.detach()
+            # with its graph, not .detach()ed: compiled (torch 2.14), a one-level "loss" (1.0 x L) beside a
+            # detached L came out of the graph without grad_fn. Whoever logs it detaches it (RunLog.accumulate).
+            out[f"loss/{level}"] = loss
             out[f"std/{level}"] = F.normalize(online["global"][0][level].y.detach().float(), dim=1).std(0).mean()
-        out["loss"] = sum(self.level_weights[level] * loss for level, loss in losses.items())
         return out
 
     def level_losses(self, views: Dict[str, List[torch.Tensor]]):
