@@ -18,8 +18,8 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_
     n_classes = int(train_labels.max()) + 1
     g = torch.Generator().manual_seed(seed)
     layer = torch.nn.Linear(train.shape[1], n_classes).to(device)
-    with torch.no_grad():
-        layer.weight.normal_(0, 0.01, generator=g)
+    with torch.no_grad():  # drawn on the CPU (the generator's device), then moved: the same init on any device
+        layer.weight.copy_(torch.empty(layer.weight.shape).normal_(0, 0.01, generator=g))
         layer.bias.zero_()
     optimizer = torch.optim.SGD(layer.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(train) / batch_size)
