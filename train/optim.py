@@ -24,6 +24,11 @@ class LARS(torch.optim.Optimizer):
                  clip_lr: bool = False):
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, clip_lr=clip_lr,
                                       lars=True))
+        # made here, not at the first step: a step compiled as a CUDA graph (compile=reduce-overhead) must find its
+        # state as inputs, not create it as outputs that the next replay overwrites
+        for group in self.param_groups:
+            for p in group["params"]:
+                self.state[p]["momentum_buffer"] = torch.zeros_like(p)
 
     @torch.no_grad()
     def step(self, closure=None):

@@ -50,6 +50,11 @@ class Update:
             group["lr"] = lr if self.eager_optimizer else torch.tensor(lr, device=device)
         if mode != "none":
             self.tau = torch.zeros((), device=device)
+            # state, learning rates and tau keep their addresses across steps: CUDA graphs read them in place
+            for t in [self.tau, *(g["lr"] for g in optimizer.param_groups),
+                      *(v for state in optimizer.state.values() for v in state.values())]:
+                if torch.is_tensor(t):
+                    torch._dynamo.mark_static_address(t)
             target = model.update_target if self.eager_optimizer else self._update
             self.compiled = torch.compile(target, **compile_options(mode))
 
