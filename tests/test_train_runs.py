@@ -295,6 +295,39 @@ def test_any_run_exports_under_any_tag_and_only_finished_recipe_runs_register(un
     assert hub.RELEASES_FILE.read_bytes() == before  # the tracked releases.json is never touched by a test run
 
 
+
+def test_an_exported_folder_gets_its_evaluation_later(uninterrupted, tmp_path):
+    """An evaluation that ran after the export (the checkpoint gone): card and config.json get it, the weights are
+    untouched; a second one replaces the first; another model's evaluation and --register of a folder that is no
+    release are one-line errors."""
+    from ladder_zoo import hub
+
+    before = hub.RELEASES_FILE.read_bytes()
+    out = tmp_path / f"{ARCH}.mine"
+    assert subprocess.run([sys.executable, "-m", "train.export", str(uninterrupted / "last.pt"), "--out", str(out)],
+                          cwd=ROOT, capture_output=True).returncode == 0
+    weights_before = (out / "model.safetensors").read_bytes()
+    for accuracy in (0.5, 0.75):
+        evaluation = tmp_path / "eval.json"
+        evaluation.write_text(json.dumps({"model": ARCH, "knn": {"accuracy": {"res5": accuracy}}}))
+        added = subprocess.run([sys.executable, "-m", "train.export", str(out), "--eval", str(evaluation)],
+                               cwd=ROOT, capture_output=True, text=True)
+        assert added.returncode == 0, added.stderr
+        assert f"added {evaluation} to {out}" in added.stdout
+    card = (out / "README.md").read_text()
+    assert card.count("## Evaluation") == 1 and '"res5": 0.75' in card and "## Training" in card
+    assert json.loads((out / "config.json").read_text())["ladder_zoo"]["evaluation"]["knn"]["accuracy"]["res5"] == 0.75
+    assert (out / "model.safetensors").read_bytes() == weights_before
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"model": "byol_r18_cifar"}))
+    for args, message in [(["--eval", str(other)], f"evaluates 'byol_r18_cifar', not {out}'s {ARCH}"),
+                          ([], "is an exported folder: name the evaluation to add to it, --eval EVAL.json"),
+                          (["--eval", str(evaluation), "--register"], "re-records a release, and ")]:
+        refused = subprocess.run([sys.executable, "-m", "train.export", str(out), *args], cwd=ROOT,
+                                 capture_output=True, text=True)
+        assert refused.returncode == 2 and message in refused.stderr.splitlines()[-1], refused.stderr
+    assert hub.RELEASES_FILE.read_bytes() == before
+
 def test_weights_load_only_as_the_name_they_were_trained_as(uninterrupted, tmp_path):
     from ladder_zoo.errors import WeightsMismatchError
 

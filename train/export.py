@@ -2,6 +2,7 @@
 
     python -m train.export runs/R/last.pt --out hub/ladder-zoo/ladder_byol_r18_cifar.cifar10_200ep \\
         [--dtype fp16|fp32] [--eval runs/R/eval.json] [--register] [--push-to-hub [REPO_ID]]
+    python -m train.export hub/ladder-zoo/NAME.TAG --eval EVAL.json [--register]     (evaluated after the export)
 
 Writes config.json, model.safetensors (shards past 24 MB) and a README.md card with the recipe, the training
 state and any evaluation figures. Any run exports under any tag (``--out runs/R/export/<arch>.my_test``) and
@@ -9,6 +10,9 @@ loads by path: ``create_model(arch, checkpoint_path=folder)``. ``--register`` is
 (``ladder-zoo list``) exported from a run that finished its recipe; it records every file's sha256 in the tracked
 ``ladder_zoo/releases.json`` so ``create_model(name, pretrained=True)`` loads it (from the Hub, its cache, or this
 folder); ``--push-to-hub`` uploads the folder with huggingface_hub (and records the commit when registering).
+An exported folder given in place of the checkpoint gets the evaluation ``--eval`` names (one that ran after the
+export, on another machine or once the run's checkpoints were gone): card and config.json as ``--eval`` writes
+them, the weights untouched; ``--register`` then re-records a release's sha256.
 """
 import argparse
 import json
@@ -28,6 +32,7 @@ from ladder_zoo.weights import SSLCheckpoint
 
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
 TAG = re.compile(r"[A-Za-z0-9_-]+")
+EVALUATION = "\n## Evaluation\n\n"  # the card's evaluation section starts here
 
 
 def check_release(ckpt: SSLCheckpoint, checkpoint: Path, out: Path) -> None:
@@ -83,9 +88,28 @@ def _card_body(ckpt, epochs_done: float, evaluation: Optional[dict]) -> str:
         yaml.safe_dump(cfg, sort_keys=False).rstrip(),
         "```",
     ]
-    if evaluation:
-        lines += ["", "## Evaluation", "", "```json", json.dumps(evaluation, indent=2), "```"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + (_evaluation_section(evaluation) if evaluation else "")
+
+
+def _evaluation_section(evaluation: dict) -> str:
+    return f"{EVALUATION}\n```json\n{json.dumps(evaluation, indent=2)}\n```\n"
+
+
+def attach_evaluation(folder: Path, eval_json: Path) -> Path:
+    """Put ``eval_json`` (train.eval's JSON of these weights) into an exported folder's config.json and card, as
+    an export with ``--eval`` would have; the weights are not touched."""
+    config_path, card_path = folder / "config.json", folder / "README.md"
+    if not config_path.is_file() or not card_path.is_file():
+        raise ValueError(f"{folder} holds no config.json and README.md: not a folder train.export wrote")
+    config, evaluation = json.loads(config_path.read_text()), json.loads(eval_json.read_text())
+    if evaluation.get("model") != config["architecture"]:
+        raise ValueError(f"{eval_json} evaluates {evaluation.get('model')!r}, not {folder}'s {config['architecture']}: "
+                         f"evaluate the folder itself (python -m train.eval {folder})")
+    config["ladder_zoo"]["evaluation"] = evaluation
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    card = card_path.read_text().split(EVALUATION)[0].rstrip("\n") + "\n"
+    card_path.write_text(card + _evaluation_section(evaluation))
+    return folder
 
 
 def push(folder: Path, repo_id: str) -> str:
@@ -99,8 +123,9 @@ def push(folder: Path, repo_id: str) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.export", description=__doc__.split("\n")[0])
-    parser.add_argument("checkpoint", type=Path)
-    parser.add_argument("--out", type=Path, required=True, help="hub/<org>/<arch>.<tag>")
+    parser.add_argument("checkpoint", type=Path,
+                        help="a run's checkpoint (runs/R/last.pt), or an exported folder to add --eval to")
+    parser.add_argument("--out", type=Path, help="hub/<org>/<arch>.<tag> (with a checkpoint)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp16")
     parser.add_argument("--eval", type=Path, help="evaluation JSON (train.eval) to put in the card and config")
     parser.add_argument("--register", action="store_true",
@@ -109,18 +134,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--push-to-hub", nargs="?", const="", metavar="REPO_ID",
                         help="upload the folder (repository id: the last two parts of --out unless given)")
     args = parser.parse_args(argv)
-    if not args.checkpoint.is_file():
-        parser.error(f"{args.checkpoint}: no such checkpoint (a run folder's last.pt, written by train.pretrain)")
-    try:
-        folder = export(args.checkpoint, args.out, args.dtype, args.eval, release=args.register)
-    except (ValueError, OSError, WeightsError) as e:
-        parser.error(str(e))
-    repo_id = args.push_to_hub or "/".join(args.out.parts[-2:])
+    source = args.checkpoint
+    if source.is_dir():  # an export that gets its evaluation
+        repo_id = args.push_to_hub or "/".join(source.resolve().parts[-2:])
+        if not args.eval:
+            parser.error(f"{source} is an exported folder: name the evaluation to add to it, --eval EVAL.json")
+        if args.register and repo_id not in hub.releases():
+            parser.error(f"--register with a folder re-records a release, and {repo_id} is none: register it by "
+                         "exporting its finished run's checkpoint")
+        try:
+            folder = attach_evaluation(source, args.eval)
+        except (ValueError, OSError) as e:
+            parser.error(str(e))
+    elif not source.is_file():
+        parser.error(f"{source}: no such checkpoint (a run folder's last.pt, written by train.pretrain) or folder")
+    elif args.out is None:
+        parser.error("--out is required with a checkpoint: the folder hub/<org>/<arch>.<tag> to write")
+    else:
+        try:
+            folder = export(source, args.out, args.dtype, args.eval, release=args.register)
+        except (ValueError, OSError, WeightsError) as e:
+            parser.error(str(e))
+        repo_id = args.push_to_hub or "/".join(args.out.parts[-2:])
     revision = push(folder, repo_id) if args.push_to_hub is not None else None
     if args.register:
         entry = register_release(repo_id, folder, revision)
         print(f"registered {repo_id}: " + ", ".join(f"{k} {v[:12]}" for k, v in entry["files"].items()))
-    print(f"exported {args.checkpoint} -> {folder}" + (f" (pushed to {repo_id} @ {revision})" if revision else ""))
+    done = f"added {args.eval} to {folder}" if source.is_dir() else f"exported {source} -> {folder}"
+    print(done + (f" (pushed to {repo_id} @ {revision})" if revision else ""))
     return 0
 
 
