@@ -43,6 +43,34 @@ def test_compiled_step_matches_eager_without_recompiling(tmp_path, monkeypatch):
                                        if v.is_floating_point())
 
 
+
+def test_compiled_one_level_model_keeps_the_graph_of_its_loss():
+    """BYOL is the one-level model ('- - - G'): compiled, its loss (1.0 x L beside L's logged value) once came out
+    of the graph without grad_fn and the first backward failed."""
+    from train.methods import build_model
+
+    model = build_model(load_config(None, [*SMALL, "method.levels=- - - G"])).train()
+    views = {"global": [torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(i)) for i in range(2)]}
+    eager = model(views)
+    compiled = torch.compile(model)(views)
+    assert compiled["loss"].grad_fn is not None
+    compiled["loss"].backward()
+    assert model.backbone.conv1.weight.grad is not None
+    torch.testing.assert_close(compiled["loss"], eager["loss"], rtol=1e-4, atol=0)
+
+
+def test_lars_state_exists_before_the_first_step():
+    """A step captured as a CUDA graph (reduce-overhead) must read the momentum buffers, not create them."""
+    from train.optim import LARS
+
+    w = torch.nn.Parameter(torch.randn(3, 4))
+    optimizer = LARS([w], lr=0.1)
+    buffer = optimizer.state[w]["momentum_buffer"]
+    assert torch.equal(buffer, torch.zeros_like(w))
+    w.grad = torch.ones_like(w)
+    optimizer.step()
+    assert optimizer.state[w]["momentum_buffer"] is buffer and buffer.abs().sum() > 0  # updated in place
+
 def test_compile_modes():
     assert load_config(None, []).compile == "none"
     assert load_config(None, ["compile=true"]).compile == "default"  # recipes written before the modes
