@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# One zoo release, start to finish on one GPU: pretrain a recipe, export its last checkpoint as a release (fp16
+# Hub folder, sha256 in ladder_zoo/releases.json), evaluate it (kNN and linear probe per stage, train.eval) and
+# put the evaluation into the release's card.
+#
+#   bash examples/gpu/release_run.sh train/configs/byol_r18_cifar_cifar10_200ep.yaml [key=value ...]
+#
+# key=value go to train.pretrain (e.g. compile=default); EVAL_ARGS adds train.eval options (the CPU check of
+# this script uses a small folder and fewer views). The release is written before the evaluation starts, so an
+# evaluation that fails or runs out of GPU time loses nothing: evaluate the folder later (any machine) and add
+# it with `python -m train.export FOLDER --eval JSON --register`. The run folder is the recipe's out_dir
+# (runs/<recipe>); the evaluation goes to runs/<recipe>/eval. Two of these may run at once on one GPU:
+# registering takes a lock on releases.json. The last line says "done", or "FAILED" and the stage.
+set -euo pipefail
+recipe=$1; shift
+name=$(basename "$recipe" .yaml)
+arch=$(python -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['model'])" "$recipe")
+tag=${name#"${arch}_"}
+run=runs/$name
+release=hub/ladder-zoo/$arch.$tag
+data=data/cifar10-jpeg.tar.gz
+for kv in "$@"; do case $kv in data.path=*) data=${kv#data.path=};; esac; done
+lock=(); command -v flock >/dev/null && lock=(flock "${TMPDIR:-/tmp}/ladder_zoo_releases.lock")
+stage() { stage=$1; echo "[$(date -u +%T)] $name: $stage"; }
+trap 'echo "[$(date -u +%T)] $name: FAILED (exit $?) in $stage"' ERR
+
+stage pretrain
+python -m train.pretrain --config "$recipe" progress=false "$@"
+stage export
+"${lock[@]}" python -m train.export "$run/last.pt" --out "$release" --dtype fp16 --register
+stage eval
+rm -rf "$run/eval"
+python -m train.eval "$run/last.pt" --data "$data" --out "$run/eval" --workers 8 ${EVAL_ARGS:-}
+stage "add the evaluation to the release"
+"${lock[@]}" python -m train.export "$release" --eval "$(ls "$run"/eval/"$arch"@*.json)" --register
+stage done
