@@ -28,9 +28,18 @@ def isolated_hub(monkeypatch, tmp_path):
     """
     from ladder_zoo import hub
 
+    from timm.models import _registry
+
+    from ladder_zoo.models import default_cfgs
+
     records = {}
     monkeypatch.setattr(hub, "CHECKOUT_HUB_DIR", tmp_path / "no-checkout-hub")
     monkeypatch.setattr(hub, "releases", lambda: records)
+    # the tags released at import time (ladder_zoo/releases.json) carry the Hub id in their registered cfgs
+    registered = [*_registry._model_pretrained_cfgs.values(), *(c for d in default_cfgs.values() for c in d.cfgs.values())]
+    for cfg in registered:
+        if (cfg.hf_hub_id or "").startswith(hub.HUB_ORG + "/"):
+            monkeypatch.setattr(cfg, "hf_hub_id", None)
     monkeypatch.delenv(hub.HUB_DIR_ENV, raising=False)
 
     def publish(arch, tag, seed=0, **kwargs):
