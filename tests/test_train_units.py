@@ -86,6 +86,14 @@ def test_ladder_level_weights_follow_eq6():
             LadderSiamese(tiny_backbone(), small_heads(levels=bad))
 
 
+
+def test_levels_override_in_the_papers_notation_is_text():
+    """`method.levels=- - - G` on a command line is the paper's notation, not a YAML block list."""
+    assert load_config(None, ["method.levels=- - - G"]).method.levels == "- - - G"
+    assert load_config(None, ["method.levels=D D G G"]).method.levels == "D D G G"
+    assert load_config(None, ["data.mean=[0.5, 0.5, 0.5]"]).data.mean == (0.5, 0.5, 0.5)
+
+
 def test_byol_forward_equals_the_symmetrised_loss_by_hand():
     model = LadderSiamese(tiny_backbone(), small_heads(levels="- - - G"))
     x1, x2 = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)

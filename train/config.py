@@ -146,7 +146,8 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Co
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ValueError(f"override '{item}': '{part}' is not a section")
-        node[leaf] = yaml.safe_load(value) if value.strip() else ""  # key= sets the empty string
+        # key= sets the empty string; "- - - G" (the ladder's level notation) is text, not a YAML block list
+        node[leaf] = yaml.safe_load(value) if value.strip() and not value.lstrip().startswith("- ") else value.strip()
     return check(_build(Config, raw, ""))
 
 
