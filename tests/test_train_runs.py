@@ -289,6 +289,12 @@ def test_any_run_exports_under_any_tag_and_only_finished_recipe_runs_register(un
                                  cwd=ROOT, capture_output=True, text=True)
         assert refused.returncode == 2 and message in refused.stderr.splitlines()[-1]
         assert "Traceback" not in refused.stderr and not (tmp_path / "r").exists()
+    shortened = tmp_path / "shortened"  # the recipe's name, finished, but 2 of its 200 epochs
+    pretrain(shortened, f"name={ARCH}_cifar10_200ep")
+    refused = subprocess.run([sys.executable, "-m", "train.export", str(shortened / "last.pt"), "--out",
+                              str(tmp_path / "r" / f"{ARCH}.cifar10_200ep"), "--register"],
+                             cwd=ROOT, capture_output=True, text=True)
+    assert refused.returncode == 2 and "(2 epochs, the recipe's 200)" in refused.stderr.splitlines()[-1]
     missing = subprocess.run([sys.executable, "-m", "train.export", str(tmp_path / "nope.pt"), "--out", str(out)],
                              cwd=ROOT, capture_output=True, text=True)
     assert missing.returncode == 2 and "no such checkpoint" in missing.stderr.splitlines()[-1]

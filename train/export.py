@@ -33,6 +33,7 @@ from ladder_zoo.weights import SSLCheckpoint
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
 TAG = re.compile(r"[A-Za-z0-9_-]+")
 EVALUATION = "\n## Evaluation\n\n"  # the card's evaluation section starts here
+RECIPES = Path(__file__).resolve().parent / "configs"
 
 
 def check_release(ckpt: SSLCheckpoint, checkpoint: Path, out: Path) -> None:
@@ -45,10 +46,13 @@ def check_release(ckpt: SSLCheckpoint, checkpoint: Path, out: Path) -> None:
                          f"checkpoint_path='{out}'), without --register")
     recipe = f"{arch}_{tag}"
     total = ckpt.config["epochs"] * (ckpt.data or {}).get("steps_per_epoch", 0)
-    if ckpt.config["name"] != recipe or ckpt.step < total:
+    recipe_file = RECIPES / f"{recipe}.yaml"
+    planned = yaml.safe_load(recipe_file.read_text())["epochs"] if recipe_file.is_file() else ckpt.config["epochs"]
+    if ckpt.config["name"] != recipe or ckpt.step < total or ckpt.config["epochs"] != planned:
+        shortened = f" ({ckpt.config['epochs']} epochs, the recipe's {planned})" if ckpt.config["epochs"] != planned else ""
         raise ValueError(f"--register records finished runs of {hub.recipe_path(arch, tag)}; {checkpoint} is recipe "
-                         f"'{ckpt.config['name']}' at step {ckpt.step} of {total}. Export it without --register "
-                         "(it loads by path)")
+                         f"'{ckpt.config['name']}' at step {ckpt.step} of {total}{shortened}. Export it without "
+                         "--register (it loads by path)")
 
 
 def export(checkpoint: Path, out: Path, dtype: str = "fp16", eval_json: Optional[Path] = None,
