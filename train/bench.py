@@ -71,7 +71,8 @@ def _sync(device: torch.device) -> None:
 
 def profiled(step: Callable[[], None], steps: int, device: torch.device, top: int = 15) -> Dict:
     """torch.profiler over ``steps`` steps: the top kernels by device time (CPU ops by CPU time on a CPU), per
-    step, and the idle fraction of the device (the share of wall time covered by no kernel / top-level op)."""
+    step, and the idle fraction of the device (the share of wall time covered by no kernel / top-level op); on
+    a GPU also the host's top ops by self CPU time and its kernel / graph launches per step (a host-bound step)."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
@@ -93,15 +94,24 @@ def profiled(step: Callable[[], None], steps: int, device: torch.device, top: in
             covered += b - max(a, end)
             end = b
     wall = max(e.time_range.end for e in events) - min(e.time_range.start for e in events)
-    key = "self_device_time_total" if cuda else "self_cpu_time_total"
-    rows = sorted((r for r in prof.key_averages() if getattr(r, key) > 0), key=lambda r: -getattr(r, key))
-    total = sum(getattr(r, key) for r in rows)
-    return {
+    averages = prof.key_averages()
+
+    def ranked(key: str) -> List[Dict]:
+        rows = sorted((r for r in averages if getattr(r, key) > 0), key=lambda r: -getattr(r, key))
+        total = sum(getattr(r, key) for r in rows)
+        return [{"name": r.key, "ms_per_step": getattr(r, key) / 1000 / steps, "calls_per_step": r.count / steps,
+                 "share": getattr(r, key) / max(total, 1e-9)} for r in rows[:top]]
+
+    result = {
         "idle_fraction": 1 - covered / max(wall, 1e-9), "busy_ms_per_step": covered / 1000 / steps,
         "wall_ms_per_step": wall / 1000 / steps, "by": "gpu" if cuda else "cpu",
-        "top": [{"name": r.key, "ms_per_step": getattr(r, key) / 1000 / steps, "calls_per_step": r.count / steps,
-                 "share": getattr(r, key) / max(total, 1e-9)} for r in rows[:top]],
+        "top": ranked("self_device_time_total" if cuda else "self_cpu_time_total"),
     }
+    if cuda:  # where the host's time goes when the GPU idles: its ops, and the launches it makes per step
+        result["host_top"] = ranked("self_cpu_time_total")
+        result["launches_per_step"] = sum(e.name in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC",
+                                                     "cudaGraphLaunch") for e in events) / steps
+    return result
 
 
 def print_profile(name: str, p: Dict) -> None:
@@ -111,6 +121,10 @@ def print_profile(name: str, p: Dict) -> None:
           f"{'calls':>6} {'share':>6}")
     for r in p["top"]:
         print(f"  {r['name'][:70]:<70} {r['ms_per_step']:8.2f} {r['calls_per_step']:6.0f} {100 * r['share']:5.1f}%")
+    if "host_top" in p:
+        print(f"  {'top host ops by self CPU time (' + format(p['launches_per_step'], '.0f') + ' launches per step)':<70}")
+        for r in p["host_top"]:
+            print(f"  {r['name'][:70]:<70} {r['ms_per_step']:8.2f} {r['calls_per_step']:6.0f} {100 * r['share']:5.1f}%")
 
 
 def _autocast(device: torch.device, amp: bool):
