@@ -36,14 +36,13 @@ import torch.nn.functional as F
 
 import ladder_zoo
 
-from .config import load_config
+from .config import load_config, recipe_file
 from .data import build_pipeline
 from .methods import build_model
 from .optim import build_optimizer, set_learning_rate
 from .pretrain import train_step
 from .step import COMPILE_MODES, build_step
 
-CONFIGS = Path(__file__).resolve().parent / "configs"
 METHODS = ["byol", "ladder_byol", "densebyol", "ladder_densebyol", "byol_mt"]
 
 
@@ -150,7 +149,7 @@ def supervised(args, device) -> Dict[str, float]:
 def pretraining(recipe: str, args, device, overrides: List[str], with_data: bool, mode: str = "none") -> Dict:
     """``train_step`` of a recipe in a compile mode: on fixed views already on the device, or on the recipe's
     data pipeline."""
-    cfg = load_config(str(CONFIGS / f"{recipe}.yaml"),
+    cfg = load_config(str(recipe_file(recipe)),
                       [f"device={device.type}", "channels_last=true", *overrides, f"compile={mode}"])
     model = build_model(cfg).to(device, memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg.optim, model.predictor_parameters())

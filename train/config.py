@@ -15,6 +15,13 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import yaml
 
+RECIPES = Path(__file__).resolve().parent / "configs"  # one YAML per declared tag: <architecture>_<tag>.yaml
+
+
+def recipe_file(name: str) -> Path:
+    """The recipe YAML named ``name`` (it may not exist: check ``is_file()``)."""
+    return RECIPES / f"{name}.yaml"
+
 
 @dataclass
 class AugmentConfig:

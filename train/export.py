@@ -30,10 +30,11 @@ from ladder_zoo.models import ARCHITECTURES
 from ladder_zoo.publish import register_release, write_hub_folder
 from ladder_zoo.weights import SSLCheckpoint
 
+from .config import recipe_file
+
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
 TAG = re.compile(r"[A-Za-z0-9_-]+")
 EVALUATION = "\n## Evaluation\n\n"  # the card's evaluation section starts here
-RECIPES = Path(__file__).resolve().parent / "configs"
 
 
 def check_release(ckpt: SSLCheckpoint, checkpoint: Path, out: Path) -> None:
@@ -46,12 +47,13 @@ def check_release(ckpt: SSLCheckpoint, checkpoint: Path, out: Path) -> None:
                          f"checkpoint_path='{out}'), without --register")
     recipe = f"{arch}_{tag}"
     total = ckpt.config["epochs"] * (ckpt.data or {}).get("steps_per_epoch", 0)
-    recipe_file = RECIPES / f"{recipe}.yaml"
-    planned = yaml.safe_load(recipe_file.read_text())["epochs"] if recipe_file.is_file() else ckpt.config["epochs"]
-    if ckpt.config["name"] != recipe or ckpt.step < total or ckpt.config["epochs"] != planned:
-        shortened = f" ({ckpt.config['epochs']} epochs, the recipe's {planned})" if ckpt.config["epochs"] != planned else ""
+    path = recipe_file(recipe)
+    planned = yaml.safe_load(path.read_text())["epochs"] if path.is_file() else ckpt.config["epochs"]
+    shortened = ckpt.config["epochs"] != planned
+    if ckpt.config["name"] != recipe or ckpt.step < total or shortened:
+        epochs = f" ({ckpt.config['epochs']} epochs, the recipe's {planned})" if shortened else ""
         raise ValueError(f"--register records finished runs of {hub.recipe_path(arch, tag)}; {checkpoint} is recipe "
-                         f"'{ckpt.config['name']}' at step {ckpt.step} of {total}{shortened}. Export it without "
+                         f"'{ckpt.config['name']}' at step {ckpt.step} of {total}{epochs}. Export it without "
                          "--register (it loads by path)")
 
 
@@ -143,7 +145,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         repo_id = args.push_to_hub or "/".join(source.resolve().parts[-2:])
         if not args.eval:
             parser.error(f"{source} is an exported folder: name the evaluation to add to it, --eval EVAL.json")
-        if args.register and repo_id not in hub.releases():
+        if args.register and not hub.is_published(repo_id):
             parser.error(f"--register with a folder re-records a release, and {repo_id} is none: register it by "
                          "exporting its finished run's checkpoint")
         try:

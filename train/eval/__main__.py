@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from ladder_zoo.errors import WeightsError
 
-from ..config import DataConfig, config_from_dict, load_config
+from ..config import DataConfig, config_from_dict, load_config, recipe_file
 from ..data import ImageFolder
 from .features import across_classes, class_balanced, load_backbone, pooled_features
 from .gradmaps import gradient_maps
@@ -29,15 +29,13 @@ from .linear import linear_probe
 from .plots import plot_gradient_maps, plot_summary, plot_view_distances, summary_table
 from .views import view_distances
 
-RECIPES = Path(__file__).resolve().parent.parent / "configs"
-
 
 def recipe_data(model, meta: dict) -> DataConfig:
     """The augmentation a backbone was trained with: its checkpoint's recipe, or the recipe its Hub folder
     names, else BYOL's defaults at the weights' input size and normalisation."""
     if "config" in meta:
         return config_from_dict(meta["config"]).data
-    recipe = RECIPES / f"{meta.get('recipe', '')}.yaml"
+    recipe = recipe_file(meta.get("recipe", ""))
     if meta.get("recipe") and recipe.is_file():
         return load_config(str(recipe)).data
     cfg = model.pretrained_cfg
