@@ -41,7 +41,7 @@ from torch import nn
 from timm.layers import DropPath
 
 from ..config import MethodConfig
-from ladder_zoo.models import level_names
+from ladder_zoo.models import level_names, quarter_blocks
 
 from ..heads import mlp
 from ..losses import dense_loss
@@ -67,8 +67,7 @@ def ladder_levels(feature_info: Sequence[Dict]) -> List[int]:
     modules = _modules(feature_info)
     levels = list(range(1 if _has_stem(modules) else 0, len(modules)))
     if len({entry["reduction"] for entry in feature_info}) == 1 and len(levels) > 4:  # plain ViT: depth quarters
-        depth = len(levels)
-        levels = [levels[(depth * q) // 4 - 1] for q in (1, 2, 3, 4)]
+        levels = [levels[i] for i in quarter_blocks(len(levels))]
     return levels
 
 
