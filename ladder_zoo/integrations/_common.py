@@ -1,12 +1,12 @@
 """What every detection adapter needs: frozen BatchNorm, frozen stages, feature names / channels / strides
 read off ``feature_info``, and the pixel statistics of the weights' ``pretrained_cfg``."""
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from .. import create_model
-from ..models import level_names
+from ..models import LEVELS, level_names
 
 STAGE_MODULES = (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))  # stem, res2..res5
 
@@ -26,16 +26,25 @@ def frozen_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
+def level_modules(model: nn.Module) -> Sequence[Tuple[str, ...]]:
+    """The modules of each level, stem first: a ResNet's ``STAGE_MODULES``; a hierarchical timm backbone's stem
+    (``stem`` / ``patch_embed``), then its ``feature_info`` stages (Swin, ConvNeXt: 5 levels as for a ResNet)."""
+    info = getattr(model.feature_info, "info", model.feature_info)  # a features_only wrapper's FeatureInfo, or a list
+    if level_names(info) == list(LEVELS):
+        return STAGE_MODULES
+    return [tuple(c for c in ("stem", "patch_embed") if hasattr(model, c)), *[(i["module"],) for i in info]]
+
+
 def freeze_levels(model: nn.Module, levels: int, eval_mode: bool = False) -> None:
     """Stop gradients to the first ``levels`` levels (0 none, 1 the stem, 2 stem and res2, ... 5 all), and with
     ``eval_mode`` put them in eval mode too (mmdet's ``frozen_stages``)."""
-    children = dict(model.named_children())
-    for names in STAGE_MODULES[:levels]:
-        for name in names:
-            if name in children:
-                children[name].requires_grad_(False)
+    names = dict(model.named_modules())
+    for modules in level_modules(model)[:levels]:
+        for name in modules:
+            if name in names:
+                names[name].requires_grad_(False)
                 if eval_mode:
-                    children[name].eval()
+                    names[name].eval()
 
 
 def feature_specs(model: nn.Module) -> List[Tuple[str, int, int]]:

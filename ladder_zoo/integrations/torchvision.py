@@ -21,7 +21,8 @@ from ._common import freeze_levels, frozen_batchnorm
 
 
 def zoo_backbone(name: str, pretrained: bool = True, trainable_layers: int = 3, **kwargs) -> nn.Module:
-    """The bare zoo ResNet with FrozenBatchNorm2d and all but the last ``trainable_layers`` levels frozen."""
+    """The bare zoo backbone with FrozenBatchNorm2d and all but the last ``trainable_layers`` of its 5 levels (stem,
+    4 stages) frozen."""
     if not 0 <= trainable_layers <= 5:
         raise ValueError(f"trainable_layers={trainable_layers}: 0 (all frozen) to 5 (all trainable)")
     model = frozen_batchnorm(create_model(name, pretrained=pretrained, **kwargs))
@@ -44,7 +45,7 @@ def backbone_with_fpn(
         raise ValueError(f"returned_layers={tuple(returned_layers)}: choose among 1 (res2) .. 4 (res5)")
     model = zoo_backbone(name, pretrained, trainable_layers, **kwargs)
     if not isinstance(model, ResNet):
-        return HierarchicalWithFPN(model, name, trainable_layers, returned_layers, out_channels, extra_blocks)
+        return HierarchicalWithFPN(model, name, returned_layers, out_channels, extra_blocks)
     channels = [model.feature_info[k]["num_chs"] for k in returned_layers]
     backbone = BackboneWithFPN(model, {f"layer{k}": str(i) for i, k in enumerate(returned_layers)}, channels,
                                out_channels, extra_blocks=extra_blocks or LastLevelMaxPool())
@@ -54,11 +55,11 @@ def backbone_with_fpn(
 
 class HierarchicalWithFPN(nn.Module):
     """What ``BackboneWithFPN`` is for a ResNet, for any hierarchical timm backbone (Swin, ConvNeXt): its stages'
-    NCHW maps (``forward_intermediates``) at strides 4 .. 32 into an FPN; ``trainable_layers`` counts from the last
-    stage down, then the stem (patch embedding), as for a ResNet."""
+    NCHW maps (``forward_intermediates``) at strides 4 .. 32 into an FPN. ``model`` comes from ``zoo_backbone``,
+    which froze its levels as a ResNet's (``trainable_layers`` from the last stage down, then the stem)."""
 
-    def __init__(self, model: nn.Module, name: str, trainable_layers: int, returned_layers: Sequence[int],
-                 out_channels: int, extra_blocks: Optional[ExtraFPNBlock]):
+    def __init__(self, model: nn.Module, name: str, returned_layers: Sequence[int], out_channels: int,
+                 extra_blocks: Optional[ExtraFPNBlock]):
         super().__init__()
         strides = {info["reduction"]: i for i, info in enumerate(model.feature_info)}
         if len(strides) == 1:
@@ -69,11 +70,6 @@ class HierarchicalWithFPN(nn.Module):
         if missing:
             raise ValueError(f"{name} has no stage at stride(s) {missing} for returned_layers={tuple(returned_layers)}")
         self.indices = [strides[2 ** (k + 1)] for k in returned_layers]
-        stem = [child for child in ("stem", "patch_embed") if hasattr(model, child)]
-        levels = [stem, *[[info["module"]] for info in model.feature_info]]
-        for modules in levels[: 5 - trainable_layers]:
-            for module in modules:
-                model.get_submodule(module).requires_grad_(False)
         self.body = model
         self.fpn = FeaturePyramidNetwork([model.feature_info[i]["num_chs"] for i in self.indices], out_channels,
                                          extra_blocks=extra_blocks or LastLevelMaxPool())
