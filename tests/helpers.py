@@ -15,6 +15,21 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "tests" / "data" / "cifar10_sample"
 
 
+def tiny_backbone(seed: int = 0) -> torch.nn.Module:
+    """A seeded 4-stage ResNet (one BasicBlock per stage, 8..64 channels): Ladder models small enough for CPU steps."""
+    from timm.models.resnet import BasicBlock, ResNet
+
+    torch.manual_seed(seed)
+    return ResNet(BasicBlock, [1, 1, 1, 1], channels=(8, 16, 32, 64), num_classes=0)
+
+
+def small_heads(**kw):
+    """A ``MethodConfig`` with small projector, predictor and dense heads; ``kw`` sets the rest."""
+    from train.config import MethodConfig
+
+    return MethodConfig(**{"proj_hidden": 32, "proj_out": 16, "pred_hidden": 32, "dense_hidden": 16, "dense_out": 8, **kw})
+
+
 def random_state_dict(name: str, seed: int) -> Dict[str, torch.Tensor]:
     """A backbone state dict of ``name`` with non-trivial BN statistics (fp16-representable, as released)."""
     import ladder_zoo

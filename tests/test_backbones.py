@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 import ladder_zoo
 from safetensors.torch import save_file
-from helpers import ROOT, SAMPLE, run_python
-from train.config import Config, MethodConfig, OptimConfig, load_config
+from helpers import ROOT, SAMPLE, run_python, small_heads
+from train.config import Config, OptimConfig, load_config
 from train.eval.features import load_backbone
 from train.export import export
 from train.methods import LadderSiamese, build_backbone
@@ -41,11 +41,6 @@ def backbone(family, seed=0, **kw):
     torch.manual_seed(seed)
     name, kwargs = FAMILIES[family]
     return build_backbone(name, **{**kwargs, **kw})
-
-
-def heads(**kw):
-    return MethodConfig(**{"proj_hidden": 32, "proj_out": 16, "pred_hidden": 32, "dense_hidden": 16, "dense_out": 8,
-                           **kw})
 
 
 # --- levels -----------------------------------------------------------------------------------------------------
@@ -101,14 +96,14 @@ def test_ladder_weights_follow_eq6_for_any_level_count():
     # a level off the ladder is a step of its own: blocks 2, 3, 5, 8, 11
     assert ladder_weights(parse_levels("blocks.3:G blocks.11:G", vit), vit, 1.0) == {"stage3": 1 / 8, "stage11": 1.0}
     assert ladder_weights(parse_levels("G G -", vit), vit, 1.0) == {"stage5": 1 / 4, "stage8": 1 / 2}  # top off
-    model = LadderSiamese(backbone("convnext"), heads(levels="G G G G", ladder_w=1.0))
+    model = LadderSiamese(backbone("convnext"), small_heads(levels="G G G G", ladder_w=1.0))
     assert list(model.level_weights.values()) == [1 / 8, 1 / 4, 1 / 2, 1.0]
 
 
 # --- what each level sees -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_levels_are_pooled_grids_and_the_top_is_the_backbones_own_feature(family):
-    model = LadderSiamese(backbone(family), heads(levels="D G G G")).eval()
+    model = LadderSiamese(backbone(family), small_heads(levels="D G G G")).eval()
     x = torch.randn(3, 3, 32, 32)
     embeddings = model._embed(model.backbone, model.projectors, model.dense_projectors, x)
     levels = list(model.levels)
@@ -125,7 +120,7 @@ def test_levels_are_pooled_grids_and_the_top_is_the_backbones_own_feature(family
 
 
 def test_target_runs_without_drop_path():
-    model = LadderSiamese(backbone("vit"), heads(levels="G G G G"))
+    model = LadderSiamese(backbone("vit"), small_heads(levels="G G G G"))
     drops = lambda m: [d.drop_prob for d in m.modules() if isinstance(d, timm.layers.DropPath)]  # noqa: E731
     assert drops(model.backbone) and all(p > 0 for p in drops(model.backbone))
     assert all(p == 0 for p in drops(model.target_backbone))
@@ -143,7 +138,7 @@ def test_target_runs_without_drop_path():
     ("convnext", set()),
 ])
 def test_no_decay_on_norms_biases_position_embeddings_and_tokens(family, tokens):
-    model = LadderSiamese(backbone(family), heads())
+    model = LadderSiamese(backbone(family), small_heads())
     names = {id(p): n for n, p in model.named_parameters()}
     groups = param_groups(model, OptimConfig(name="adamw", weight_decay=0.05), [])
     undecayed = {names[id(p)] for g in groups if g["weight_decay"] == 0 for p in g["params"]}
@@ -160,7 +155,7 @@ def test_weight_decay_schedule_and_gradient_clipping():
     assert weight_decay(0, cfg, 10) == pytest.approx(0.04) and weight_decay(99, cfg, 10) == pytest.approx(0.4)
     assert weight_decay(49, cfg, 10) == pytest.approx(0.04 + 0.36 * 0.5 * (1 - math.cos(math.pi * 49 / 99)))
     assert weight_decay(50, Config(optim=OptimConfig(weight_decay=0.1)), 10) == 0.1  # null end: constant
-    model = LadderSiamese(backbone("vit"), heads(levels="G G G G"))
+    model = LadderSiamese(backbone("vit"), small_heads(levels="G G G G"))
     optimizer = build_optimizer(model, cfg.optim, [])
     set_weight_decay(optimizer, 0.3)
     assert sorted({g["weight_decay"] for g in optimizer.param_groups}) == [0.0, 0.3]

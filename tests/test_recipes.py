@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from timm.models.resnet import BasicBlock, ResNet
 
-from train.config import Config, MethodConfig, OptimConfig, load_config
+from helpers import small_heads, tiny_backbone
+from train.config import Config, OptimConfig, load_config
 from train.data.views import view_specs
 from train.losses import byol_loss, simsiam_loss
 from train.methods import LadderSiamese
@@ -110,15 +110,6 @@ def test_recipe_values_are_their_references(recipe):
 
 
 # --- the multi-task loss: MULAN's plain mean over (view, target) pairs ------------------------------------------
-def tiny_backbone(seed=0):
-    torch.manual_seed(seed)
-    return ResNet(BasicBlock, [1, 1, 1, 1], channels=(8, 16, 32, 64), num_classes=0)
-
-
-def heads(**kw):
-    return MethodConfig(**{"proj_hidden": 32, "proj_out": 16, "pred_hidden": 32, **kw})
-
-
 def _pooled(model, backbone, projectors, x):
     f = backbone.forward_intermediates(x, indices=[4], intermediates_only=True)[0]
     return projectors["res5"](f.mean((2, 3)))
@@ -127,7 +118,7 @@ def _pooled(model, backbone, projectors, x):
 @pytest.mark.parametrize("base", ["byol", "simsiam"])
 def test_multitask_loss_is_the_weighted_plain_mean_over_pairs(base):
     counts = {"global": 2, "local": 2, "cutout": 1}
-    model = LadderSiamese(tiny_backbone(), heads(base=base, views=counts, **(
+    model = LadderSiamese(tiny_backbone(), small_heads(base=base, views=counts, **(
         {"proj_hidden": 32, "proj_out": 16, "pred_hidden": 8} if base == "simsiam" else {})))
     model.eval()  # BN on running statistics: each view's embedding independent of the others
     torch.manual_seed(1)
@@ -150,9 +141,9 @@ def test_multitask_loss_is_the_weighted_plain_mean_over_pairs(base):
 
 
 def test_two_global_views_keep_byols_symmetrised_sum():
-    model = LadderSiamese(tiny_backbone(), heads()).eval()
+    model = LadderSiamese(tiny_backbone(), small_heads()).eval()
     views = {"global": [torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)]}
-    with_mt_scale = LadderSiamese(tiny_backbone(), heads(views={"global": 2, "local": 1})).eval()
+    with_mt_scale = LadderSiamese(tiny_backbone(), small_heads(views={"global": 2, "local": 1})).eval()
     with_mt_scale.load_state_dict(model.state_dict(), strict=False)
     assert model.pair_scale == 2.0 and with_mt_scale.pair_scale == 1.0
     assert model.task_weights == {"global": 1.0}
@@ -160,7 +151,7 @@ def test_two_global_views_keep_byols_symmetrised_sum():
 
 def test_task_weights_must_cover_every_view_type():
     with pytest.raises(ValueError, match="no weight for view type"):
-        LadderSiamese(tiny_backbone(), heads(views={"global": 2, "local": 2}, task_weights={"global": 1.0}))
+        LadderSiamese(tiny_backbone(), small_heads(views={"global": 2, "local": 2}, task_weights={"global": 1.0}))
 
 
 # --- lr at a reference batch -----------------------------------------------------------------------------------

@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from timm.models.resnet import BasicBlock, ResNet
 
 import ladder_zoo
-from train.config import Config, MethodConfig, OptimConfig, load_config
+from helpers import small_heads, tiny_backbone
+from train.config import Config, OptimConfig, load_config
 from train.losses import byol_loss, dense_align, dense_loss, simsiam_loss
 from train.methods import LadderSiamese, build_backbone
 from train.methods.byol import ema_tau
@@ -16,15 +16,6 @@ from train.methods.multitask import task_pairs
 from train.optim import LARS, build_optimizer, learning_rate, param_groups
 
 CONFIGS = Path(__file__).resolve().parent.parent / "train" / "configs"
-
-
-def tiny_backbone(seed=0):
-    torch.manual_seed(seed)
-    return ResNet(BasicBlock, [1, 1, 1, 1], channels=(8, 16, 32, 64), num_classes=0)
-
-
-def small_heads(**kw):
-    return MethodConfig(**{"proj_hidden": 32, "proj_out": 16, "pred_hidden": 32, "dense_hidden": 16, "dense_out": 8, **kw})
 
 
 # --- losses -------------------------------------------------------------------------------------------------
