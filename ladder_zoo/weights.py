@@ -82,7 +82,11 @@ def load_ssl_checkpoint(path: PathLike, map_location: Union[str, torch.device] =
     ``create_model(name, checkpoint_path=path)`` is the way to get only the backbone.
     """
     path = Path(path)
-    raw = _torch_load(path, map_location)
+    return _ssl_checkpoint(path, _torch_load(path, map_location))
+
+
+def _ssl_checkpoint(path: Path, raw: Any) -> SSLCheckpoint:
+    """``raw`` (a loaded file's object) as an ``SSLCheckpoint``, or a one-line error if it is not one."""
     if not (isinstance(raw, dict) and raw.get("format") == SSL_FORMAT):
         found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
         raise WeightsMismatchError(
@@ -128,7 +132,7 @@ def read_state_dict(path: PathLike, architecture: Optional[str] = None) -> Dict[
     if isinstance(raw, dict) and raw.get("format") == SSL_FORMAT:
         if architecture:
             _check_trained_as(path, raw.get("model_name"), architecture)
-        return load_ssl_checkpoint(path).backbone_state_dict()
+        return _ssl_checkpoint(path, raw).backbone_state_dict()
     if isinstance(raw, dict):
         for key in ("state_dict", "model"):  # timm / torchvision / Lightning-style wrappers
             if isinstance(raw.get(key), Mapping):
