@@ -40,16 +40,9 @@ class CheckpointWriteError(RuntimeError):
     """A checkpoint could not be written (disk full, quota, I/O error); the previous ones are untouched."""
 
 
-def save(path: Path, cfg: Config, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
-         steps_per_epoch: int, extra: Optional[Dict[str, Any]] = None) -> Path:
-    """Write the checkpoint after ``step`` steps (the next step to run is ``step``)."""
-    tmp = _write(path.parent, state(cfg, model, optimizer, step, steps_per_epoch, extra))
-    os.replace(tmp, path)
-    return path
-
-
 def state(cfg: Config, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, steps_per_epoch: int,
           extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The checkpoint after ``step`` steps (the next step to run is ``step``), as ``Checkpoints.save`` writes it."""
     return {
         "format": SSL_FORMAT,
         "model_name": cfg.model,
