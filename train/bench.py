@@ -114,16 +114,18 @@ def profiled(step: Callable[[], None], steps: int, device: torch.device, top: in
 
 
 def print_profile(name: str, p: Dict) -> None:
+    def table(rows: List[Dict]) -> None:
+        for r in rows:
+            print(f"  {r['name'][:70]:<70} {r['ms_per_step']:8.2f} {r['calls_per_step']:6.0f} {100 * r['share']:5.1f}%")
+
     print(f"\nprofile of {name}: {p['wall_ms_per_step']:.1f} ms per step, {p['by'].upper()} busy "
           f"{p['busy_ms_per_step']:.1f} ms, idle {100 * p['idle_fraction']:.1f} %")
     print(f"  {'top ' + ('kernels by GPU' if p['by'] == 'gpu' else 'ops by self CPU') + ' time':<70} {'ms/step':>8} "
           f"{'calls':>6} {'share':>6}")
-    for r in p["top"]:
-        print(f"  {r['name'][:70]:<70} {r['ms_per_step']:8.2f} {r['calls_per_step']:6.0f} {100 * r['share']:5.1f}%")
+    table(p["top"])
     if "host_top" in p:
         print(f"  {'top host ops by self CPU time (' + format(p['launches_per_step'], '.0f') + ' launches per step)':<70}")
-        for r in p["host_top"]:
-            print(f"  {r['name'][:70]:<70} {r['ms_per_step']:8.2f} {r['calls_per_step']:6.0f} {100 * r['share']:5.1f}%")
+        table(p["host_top"])
 
 
 def _autocast(device: torch.device, amp: bool):
