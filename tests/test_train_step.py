@@ -43,7 +43,6 @@ def test_compiled_step_matches_eager_without_recompiling(tmp_path, monkeypatch):
                                        if v.is_floating_point())
 
 
-
 def test_compiled_one_level_model_keeps_the_graph_of_its_loss():
     """BYOL is the one-level model ('- - - G'): compiled, its loss (1.0 x L beside L's logged value) once came out
     of the graph without grad_fn and the first backward failed."""
@@ -70,6 +69,7 @@ def test_lars_state_exists_before_the_first_step():
     w.grad = torch.ones_like(w)
     optimizer.step()
     assert optimizer.state[w]["momentum_buffer"] is buffer and buffer.abs().sum() > 0  # updated in place
+
 
 def test_compile_modes():
     assert load_config(None, []).compile == "none"
