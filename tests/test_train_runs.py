@@ -301,7 +301,6 @@ def test_any_run_exports_under_any_tag_and_only_finished_recipe_runs_register(un
     assert hub.RELEASES_FILE.read_bytes() == before  # the tracked releases.json is never touched by a test run
 
 
-
 def test_an_exported_folder_gets_its_evaluation_later(uninterrupted, tmp_path):
     """An evaluation that ran after the export (the checkpoint gone): card and config.json get it, the weights are
     untouched; a second one replaces the first; another model's evaluation and --register of a folder that is no
@@ -333,6 +332,7 @@ def test_an_exported_folder_gets_its_evaluation_later(uninterrupted, tmp_path):
                                  capture_output=True, text=True)
         assert refused.returncode == 2 and message in refused.stderr.splitlines()[-1], refused.stderr
     assert hub.RELEASES_FILE.read_bytes() == before
+
 
 def test_weights_load_only_as_the_name_they_were_trained_as(uninterrupted, tmp_path):
     from ladder_zoo.errors import WeightsMismatchError

@@ -77,7 +77,6 @@ def test_ladder_level_weights_follow_eq6():
             LadderSiamese(tiny_backbone(), small_heads(levels=bad))
 
 
-
 def test_levels_override_in_the_papers_notation_is_text():
     """`method.levels=- - - G` on a command line is the paper's notation, not a YAML block list."""
     assert load_config(None, ["method.levels=- - - G"]).method.levels == "- - - G"
