@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import textwrap
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 import torch
 
-from . import create_model, list_models, list_pretrained, models
+from huggingface_hub import try_to_load_from_cache
+
+from . import hub, models
+from .device import resolve_device
 from .errors import UnknownModelError, WeightsError
+from .factory import create_model, list_models, list_pretrained
+from .weights import WEIGHTS_NAME
 
 EXIT_USAGE = 2
 
@@ -28,6 +35,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = sub.add_parser("list", help="zoo names, their tags and where their weights are")
     p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'ladder_*_r50'")
     p.add_argument("--pretrained", action="store_true", help="only tags whose weights are published")
+    p.add_argument("--markdown", action="store_true",
+                   help="README's tables: the models, or with --pretrained the released weights")
     p.set_defaults(run=_list)
 
     p = sub.add_parser("info", help="pretrained cfg, stages (channels / strides) and weights status of a name")
@@ -36,7 +45,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     p = sub.add_parser("features", help="per-stage feature maps of images (shapes and pooled norms printed)")
     p.add_argument("name", help="zoo name, with or without tag (e.g. ladder_byol_r18_cifar.cifar10_200ep)")
-    p.add_argument("images", nargs="+", type=Path)
+    p.add_argument("images", nargs="+", type=Path, help="image files, or folders (read recursively)")
     p.add_argument("--out", type=Path, help="save the maps (stage0..stageN, float32 [N,C,H,W]) as safetensors")
     weights = p.add_mutually_exclusive_group()
     weights.add_argument("--random-init", action="store_true", help="no pretrained weights: shapes only")
@@ -44,7 +53,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--revision", help="Hub branch, tag or commit of the weights")
     p.add_argument("--out-indices", type=int, nargs="+", help="stages to extract (default: all)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     p.add_argument("--skip-unreadable", action="store_true", help="skip (and list) images that cannot be decoded")
     p.set_defaults(run=_features)
 
@@ -62,9 +71,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (UnknownModelError, WeightsError, ValueError, FileNotFoundError) as e:
         print(f"ladder-zoo {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # `ladder-zoo info NAME | head`: the reader left, nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _list(args) -> int:
+    if args.markdown:
+        print(releases_markdown() if args.pretrained else models_markdown(), end="")
+        return 0
     if args.pretrained:
         names = list_pretrained(args.pattern)
         for name in names:
@@ -73,40 +88,61 @@ def _list(args) -> int:
             print(f"no published weights{' match ' + repr(args.pattern) if args.pattern not in (None, '*') else ' yet'}; "
                   "`ladder-zoo list` shows every declared tag and the recipe that trains it", file=sys.stderr)
         return 0
-    rows = [("name", "weights", "method")]
-    for arch in list_models(args.pattern):
-        tags = [t for t in models.default_cfgs[arch].tags if t]
-        status = ", ".join(f"{t} ({_weights_status(arch, t)})" for t in tags) or "-"
-        rows.append((arch, status, models.default_cfgs[arch].cfgs[tags[0] if tags else ""].description))
+    rows = [("name", "tag", "weights", "kNN", "linear")]
+    for name in list_models(args.pattern):
+        tags = [t for t in models.default_cfgs[name].tags if t] or ["-"]
+        for tag in tags:
+            repo = hub.repo_id(name, tag)
+            if not hub.is_published(repo):
+                rows.append((name, tag, "not released" if tag != "-" else "no tag declared", "", ""))
+                continue
+            knn, linear = (_top(hub.releases()[repo], kind) for kind in ("knn", "linear"))
+            rows.append((name, tag, "released", knn, linear))
     _print_table(rows)
+    print("kNN (k=200, T=0.1) and linear-probe top-1 % of the deepest level, on the test split of the data set\n"
+          "the weights trained on; `ladder-zoo info NAME` gives every level and the recipe.")
     return 0
+
+
+def _top(release: dict, kind: str) -> str:
+    """The deepest level's accuracy (%) of a release's recorded evaluation, or '-'."""
+    accuracy = (release.get("evaluation") or {}).get(kind, {}).get("accuracy") or {}
+    return f"{100 * list(accuracy.values())[-1]:.1f}" if accuracy else "-"
 
 
 def _info(args) -> int:
     model = create_model(args.name, features_only=True)
     cfg = dict(model.pretrained_cfg)
-    arch, tag = cfg["architecture"], cfg.get("tag")
-    print(f"{args.name}: {cfg.get('description', '')}")
+    name, tag = cfg["architecture"], cfg.get("tag")
+    arch = models.ARCHS[models.MODELS[name].arch]
+    release = hub.releases().get(hub.repo_id(name, tag), {}) if tag else {}
+    evaluation = release.get("evaluation") or {}
+    print(f"{name}{'.' + tag if tag else ''}")
+    print(textwrap.fill(f"method: {cfg.get('description', '')}", 100, subsequent_indent="  "))
+    print(f"network: {arch.network}")
+    print(f"plain timm architecture: {arch.timm or 'none (no stock timm architecture holds it)'}")
     print(f"parameters: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M (backbone, no head)")
-    print("stages (out_indices):")
+    knn, linear = ((evaluation.get(k) or {}).get("accuracy", {}) for k in ("knn", "linear"))
+    if evaluation:
+        print(f"evaluation: {arch.dataset} test split, kNN (k={evaluation['knn']['k']}, "
+              f"T={evaluation['knn']['temperature']}) and linear probe, top-1 % per level")
+    print("levels (out_indices):")
     info = model.feature_info
-    rows = [("index", "level", "module", "channels", "stride")]
+    rows = [("index", "level", "module", "channels", "stride", *(("kNN", "linear") if evaluation else ()))]
     names = models.level_names(info.info)
-    rows += [(str(i), names[i], m, str(c), str(r))
-             for i, m, c, r in zip(info.out_indices, info.module_name(), info.channels(), info.reduction())]
+    for i, m, c, r in zip(info.out_indices, info.module_name(), info.channels(), info.reduction()):
+        figures = [f"{100 * acc[names[i]]:.1f}" if names[i] in acc else "-" for acc in (knn, linear)]
+        rows.append((str(i), names[i], m, str(c), str(r), *(figures if evaluation else ())))
     _print_table(rows, indent=2)
-    print(f"weights: {_weights_status(arch, tag) if tag else 'no pretrained tag declared'}")
+    print(f"weights: {_weights_status(name, tag) if tag else 'no pretrained tag declared'}".replace(", ", "\n  "))
+    if tag:
+        print(f"recipe: {models.recipe_path(name, tag)}")
     print("pretrained_cfg:")
     print(json.dumps(cfg, indent=2, default=str))
     return 0
 
 
 def _weights_status(arch: str, tag: str) -> str:
-    from huggingface_hub import try_to_load_from_cache
-
-    from . import hub
-    from .weights import WEIGHTS_NAME
-
     repo = hub.repo_id(arch, tag)
     where = [str(root / repo) for root in hub.local_hub_roots() if (root / repo).is_dir()]
     if hub.is_published(repo):
@@ -114,10 +150,55 @@ def _weights_status(arch: str, tag: str) -> str:
         if revision:  # pushed: the release records the Hub commit
             cached = isinstance(try_to_load_from_cache(repo, WEIGHTS_NAME, revision=revision), str)
             where.insert(0, f"on the Hub @ {revision[:12]}" + (" (in the Hub cache)" if cached else ""))
-        return "released: " + (", ".join(where) or "no copy here (not pushed to the Hub, no local folder)")
+        return "released, " + (", ".join(where) or "no copy here (not pushed to the Hub, no local folder)")
     if where:
-        return "not released, local copy: " + ", ".join(where)
-    return f"not released; recipe {hub.recipe_path(arch, tag)}"
+        return "not released, local copies:, " + ", ".join(where)
+    return "not released"
+
+
+def models_markdown() -> str:
+    """README's model tables, from ``models.METHODS`` and ``models.ARCHS``."""
+    lines = ["| method | losses (res2, res3, res4, res5) | what |", "|---|---|---|"]
+    lines += [f"| `{name}` | {', '.join(m.levels.split())} | {m.description} |" for name, m in models.METHODS.items()]
+    lines += ["", "| arch | network | methods | timm architecture | declared tags |", "|---|---|---|---|---|"]
+    for name, a in models.ARCHS.items():
+        methods = ", ".join(f"`{m}`" for m in a.methods) if a.methods else "all"
+        timm_arch = f"`{a.timm}`" + (f" ({', '.join(f'{k}={v}' for k, v in a.timm_args.items())})" if a.timm_args
+                                     else "") if a.timm else "none (CIFAR stem)"
+        tags = ", ".join(f"`{t}` ({note})" for t, note in a.tags.items()) or "-"
+        lines.append(f"| `{name}` | {a.network} | {methods} | {timm_arch} | {tags} |")
+    return "\n".join(lines) + "\n"
+
+
+def releases_markdown() -> str:
+    """README's released-weights table, from the release record."""
+    lines = ["| name | input | kNN | linear | recipe |", "|---|---|---|---|---|"]
+    for full in list_pretrained():
+        name, tag = full.split(".", 1)
+        release = hub.releases()[hub.repo_id(name, tag)]
+        size = models.ARCHS[models.MODELS[name].arch].data["input_size"][-1]
+        knn, linear = (_top(release, kind) for kind in ("knn", "linear"))
+        lines.append(f"| `{full}` | {size} px | {knn} | {linear} | [{models.recipe_path(name, tag)}]"
+                     f"({models.recipe_path(name, tag)}) |")
+    return "\n".join(lines) + "\n"
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+
+
+def _image_paths(inputs: Sequence[Path]) -> List[Path]:
+    """The images named: files as given, folders read recursively (their image files, sorted)."""
+    paths: List[Path] = []
+    for item in inputs:
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ValueError(f"{item} is a folder holding no images ({', '.join(IMAGE_SUFFIXES)}, searched "
+                                 "recursively): name image files or a folder of them")
+            paths += found
+        else:
+            paths.append(item)
+    return paths
 
 
 def _features(args) -> int:
@@ -125,6 +206,8 @@ def _features(args) -> int:
     from safetensors.torch import save_file
     from tqdm import tqdm
 
+    device = resolve_device(args.device, "--device")
+    args.images = _image_paths(args.images)
     if args.random_init:
         print("WARNING: --random-init: RANDOM weights, no pretrained weights loaded. The features below mean "
               "nothing beyond their shapes.", file=sys.stderr)
@@ -140,7 +223,7 @@ def _features(args) -> int:
         model = create_model(args.name, **kwargs)
     except WeightsError as e:
         raise WeightsError(f"{e} (or pass --random-init to look at shapes only)") from e
-    model = model.eval().to(args.device)
+    model = model.eval().to(device)
     transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model), is_training=False)
 
     all_levels = models.level_names(model.feature_info.info)
@@ -161,7 +244,7 @@ def _features(args) -> int:
                 paths.append(path)
             if batch:  # the last non-empty batch's input and maps give the shapes printed below
                 with torch.inference_mode():
-                    feats = model(torch.stack(batch).to(args.device))
+                    feats = model(torch.stack(batch).to(device))
                 norms.append(torch.stack([f.float().mean((2, 3)).norm(dim=1).cpu() for f in feats], dim=1))
                 if args.out:
                     for store, f in zip(maps, feats):
@@ -192,6 +275,9 @@ def _features(args) -> int:
                 "levels": json.dumps(levels), "images": json.dumps([str(p) for p in done])}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(args.out), metadata=meta)
+        umask = os.umask(0)
+        os.umask(umask)
+        args.out.chmod(0o666 & ~umask)  # as any file the user writes (safetensors writes 0600)
         print(f"saved {', '.join(f'{k} {tuple(v.shape)}' for k, v in tensors.items())} to {args.out}")
     return 0
 
@@ -202,7 +288,7 @@ def _convert(args) -> int:
     else:
         from .integrations.mmdet import convert
     stats = convert(args.name, args.out, checkpoint=args.checkpoint, revision=args.revision)
-    depth = 50 if "_r50" in args.name else 18
+    depth = stats["depth"]
     print(f"wrote {args.out} for {args.to}'s ResNet-{depth}. The weights take RGB input, mean {stats['mean']}, "
           f"std {stats['std']} (0-255 pixels).")
     if args.to == "detectron2":

@@ -5,27 +5,33 @@ Resolution order for ``create_model(name, pretrained=True)``:
 1. an explicit file or folder: ``checkpoint_path=...``, ``pretrained_cfg_overlay=dict(file=...)`` or a
    ``local-dir:`` model name. Used as given.
 2. the Hugging Face Hub, or its local cache, through ``huggingface_hub.hf_hub_download``: for a published tag
-   (one recorded in ``releases.json``) and for any ``hf-hub:`` repository. ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``,
+   (one in the release record) and for any ``hf-hub:`` repository. ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``,
    ``HF_HUB_CACHE``, ``cache_dir=`` and ``revision=`` are honoured as huggingface_hub defines them.
 3. a local Hub-layout folder ``ROOT/<repo_id>/`` (``config.json``, ``model.safetensors`` or a sharded
-   ``model.safetensors.index.json``, ``README.md``) under each ROOT of ``LADDER_ZOO_HUB_DIR``
-   (``os.pathsep``-separated), then under the checkout's ``hub/``, where this project keeps the weights it
-   trains. A pinned ``revision`` is only honoured by the Hub and its cache, never by a local folder.
+   ``model.safetensors.index.json``, ``README.md``) under each ROOT of the local Hub roots. A pinned
+   ``revision`` is only honoured by the Hub and its cache, never by a local folder.
 
 For a published tag, steps 2 and 3 hold the same bytes (each file's sha256 is on record), so a copy already in
 the Hub cache or a local folder is used without asking the network: on a machine without network,
 huggingface_hub would otherwise retry for about 20 s before step 3 is reached.
 
-A published tag's files carry the sha256 recorded in ``releases.json``; every load checks it, wherever the file
-came from. A tag with no copy anywhere raises ``WeightsNotFoundError`` naming the ``train/`` recipe that
-produces it: ``pretrained=True`` never returns random weights.
+Configuration (read when weights are resolved or released tags listed, never at import):
+
+- ``LADDER_ZOO_RELEASES``: the release record, a JSON file ``{repo_id: {"files": {name: sha256}, "revision":
+  commit or null, "evaluation": {...}}}``. Default: ``releases.json`` of this package (in a source checkout, the
+  tracked file that ``train.export --register`` writes).
+- ``LADDER_ZOO_HUB_DIR``: the local Hub roots, ``os.pathsep``-separated (set but empty: none). Default: the
+  ``hub/`` folder beside the package, where a source checkout keeps the weights this project trains.
+
+A published tag's files carry the recorded sha256; every load checks it, wherever the file came from. A tag
+with no copy anywhere raises ``WeightsNotFoundError`` naming the ``train/`` recipe that produces it:
+``pretrained=True`` never returns random weights.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-from functools import lru_cache
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -39,18 +45,26 @@ from huggingface_hub.errors import (
 )
 
 from .errors import WeightsIntegrityError, WeightsNotFoundError
+from .version import __version__
 from .weights import INDEX_NAME, WEIGHTS_NAME
 
 HUB_ORG = "ladder-zoo"
+RELEASES_ENV = "LADDER_ZOO_RELEASES"
 HUB_DIR_ENV = "LADDER_ZOO_HUB_DIR"
-CHECKOUT_HUB_DIR = Path(__file__).resolve().parent.parent / "hub"
-RELEASES_FILE = Path(__file__).resolve().parent / "releases.json"
+DEFAULT_RELEASES = Path(__file__).resolve().parent / "releases.json"
+DEFAULT_HUB_DIR = Path(__file__).resolve().parent.parent / "hub"
 
 
-@lru_cache(maxsize=None)
+def releases_file() -> Path:
+    """The release record: ``$LADDER_ZOO_RELEASES``, default this package's ``releases.json``."""
+    return Path(os.environ.get(RELEASES_ENV) or DEFAULT_RELEASES).expanduser()
+
+
 def releases() -> Dict[str, dict]:
-    """The published weights: ``{repo_id: {"files": {filename: sha256}, "revision": commit or None, ...}}``."""
-    return json.loads(RELEASES_FILE.read_text())
+    """The published weights: ``{repo_id: {"files": {filename: sha256}, "revision": commit or None, ...}}``, read
+    from the record each time (a few kB; ``train.export --register`` may have just written it)."""
+    path = releases_file()
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def repo_id(architecture: str, tag: str) -> str:
@@ -58,21 +72,17 @@ def repo_id(architecture: str, tag: str) -> str:
     return f"{HUB_ORG}/{architecture}.{tag}"
 
 
-def recipe_path(architecture: str, tag: str) -> str:
-    """The ``train/`` recipe that produces a pretrained tag."""
-    return f"train/configs/{architecture}_{tag}.yaml"
-
-
 def is_published(repo: str) -> bool:
     return repo in releases()
 
 
 def local_hub_roots() -> List[Path]:
-    """Folders searched for ``<repo_id>/`` copies: ``$LADDER_ZOO_HUB_DIR`` entries, then the checkout's ``hub/``."""
-    roots = [Path(p).expanduser() for p in os.environ.get(HUB_DIR_ENV, "").split(os.pathsep) if p]
-    if (CHECKOUT_HUB_DIR.parent / "pyproject.toml").is_file():  # only inside a source checkout
-        roots.append(CHECKOUT_HUB_DIR)
-    return roots
+    """Folders searched for ``<repo_id>/`` copies: the ``$LADDER_ZOO_HUB_DIR`` entries, default ``hub/`` beside
+    the package (a source checkout's)."""
+    configured = os.environ.get(HUB_DIR_ENV)
+    if configured is None:
+        return [DEFAULT_HUB_DIR] if DEFAULT_HUB_DIR.is_dir() else []
+    return [Path(p).expanduser() for p in configured.split(os.pathsep) if p]
 
 
 def sha256_file(path: Path) -> str:
@@ -105,8 +115,10 @@ def resolve_weights(
     hf_hub_id: Optional[str] = None,
     revision: Optional[str] = None,
     cache_dir: Optional[str] = None,
+    recipe: Optional[str] = None,
 ) -> Path:
-    """A verified local path (a weight file, or a shard index next to its shards) for ``architecture.tag``."""
+    """A verified local path (a weight file, or a shard index next to its shards) for ``architecture.tag``;
+    ``recipe`` (the ``train/`` recipe that produces the tag) goes into the error when there is none."""
     name = f"{architecture}.{tag}" if tag else architecture
     if file:
         path = Path(file).expanduser()
@@ -120,11 +132,7 @@ def resolve_weights(
             f"{architecture} declares no pretrained tag. Use a tagged name (see `ladder-zoo list {architecture}*`), "
             "pass checkpoint_path=..., or pretrained=False for random initialisation."
         )
-    if "@" in repo:  # timm's 'org/repo@revision' form of hf-hub ids
-        repo, pinned = repo.split("@", 1)
-        if revision not in (None, pinned):
-            raise ValueError(f"Two revisions given for {repo}: '{pinned}' in the id and revision='{revision}'.")
-        revision = pinned
+    repo, revision = _split_revision(repo, revision)
 
     published = is_published(repo)
     if published and revision is None:
@@ -150,13 +158,11 @@ def resolve_weights(
     local = None if published else _local_copy(repo)  # a published tag's local copies were looked for above
     if local is not None:
         return local
-    raise WeightsNotFoundError(_not_found_message(name, architecture, tag, repo, hub_error))
+    raise WeightsNotFoundError(_not_found_message(name, repo, hub_error, recipe))
 
 
 def _download(repo: str, revision: Optional[str], cache_dir: Optional[str], local_files_only: bool = False):
     """The weights of ``repo`` through huggingface_hub, verified; with ``local_files_only``, from its cache or None."""
-    from . import __version__
-
     release = releases().get(repo)
     revision = revision or (release or {}).get("revision")
 
@@ -217,12 +223,45 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     return True
 
 
-def hf_hub_local_weights(repo: str, revision: Optional[str], cache_dir: Optional[str]) -> Optional[Path]:
-    """The weights of an ``hf-hub:`` repository (``org/name[@revision]``) already on this machine, for when the
-    Hub is unreachable: the Hub cache, then (no revision pinned) local Hub folders; verified if released."""
+def hf_hub_file(repo: str, filename: str, revision: Optional[str], cache_dir: Optional[str]) -> Path:
+    """A file of an ``hf-hub:`` repository (``org/name[@revision]``): from the Hub when it answers, else (offline,
+    or the Hub unreachable) from its cache or, with no revision pinned, a local Hub folder; else one
+    ``WeightsNotFoundError`` line, within seconds."""
+    repo, revision = _split_revision(repo, revision)
+    online = not is_offline() and hub_reachable()
+    try:
+        return Path(hf_hub_download(repo, filename, revision=revision, cache_dir=cache_dir,
+                                    local_files_only=not online, library_name="ladder-zoo",
+                                    library_version=__version__))
+    except LocalEntryNotFoundError as e:
+        local = [root / repo / filename for root in local_hub_roots()] if revision is None else []
+        found = next((path for path in local if path.is_file()), None)
+        if found is None:
+            raise WeightsNotFoundError(f"{unreachable_message(repo, revision)} ({type(e).__name__})") from e
+        return found
+    except (RevisionNotFoundError, EntryNotFoundError, HfHubHTTPError) as e:
+        raise WeightsNotFoundError(f"hf-hub:{repo}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
+
+
+def hf_hub_weights(repo: str, revision: Optional[str], cache_dir: Optional[str]) -> Path:
+    """The weights of an ``hf-hub:`` repository, as ``hf_hub_file`` finds its files (verified if released)."""
+    repo, revision = _split_revision(repo, revision)
+    try:
+        found = _download(repo, revision, cache_dir, local_files_only=is_offline() or not hub_reachable())
+    except (RevisionNotFoundError, EntryNotFoundError, HfHubHTTPError) as e:
+        raise WeightsNotFoundError(f"hf-hub:{repo}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
+    found = found or (None if revision else _local_copy(repo))
+    if found is None:
+        raise WeightsNotFoundError(unreachable_message(repo, revision))
+    return found
+
+
+def _split_revision(repo: str, revision: Optional[str]):
+    """timm's ``org/name@revision`` form: (repo, revision), refusing two different revisions."""
     repo, _, pinned = repo.partition("@")
-    revision = revision or pinned or None
-    return _download(repo, revision, cache_dir, local_files_only=True) or (None if revision else _local_copy(repo))
+    if pinned and revision not in (None, pinned):
+        raise ValueError(f"Two revisions given for {repo}: '{pinned}' in the id and revision='{revision}'.")
+    return repo, revision or pinned or None
 
 
 def unreachable_message(repo: str, revision: Optional[str]) -> str:
@@ -240,13 +279,14 @@ def is_offline() -> bool:
     return bool(check()) if check else bool(hf_constants.HF_HUB_OFFLINE)
 
 
-def _not_found_message(name: str, architecture: str, tag: Optional[str], repo: str, hub_error: Optional[Exception]) -> str:
+def _not_found_message(name: str, repo: str, hub_error: Optional[Exception], recipe: Optional[str]) -> str:
     searched = ", ".join(map(str, local_hub_roots())) or f"none (set {HUB_DIR_ENV})"
     if not is_published(repo) and hub_error is None:
+        produce = (f"Produce them with `torchrun ... -m train.pretrain --config {recipe}` then `python -m "
+                   f"train.export CHECKPOINT --out hub/{repo}` (docs/training.md), or use" if recipe else "Use")
         return (
-            f"No weights are published for {name}. Produce them with `torchrun ... -m train.pretrain --config "
-            f"{recipe_path(architecture, tag)}` then `python -m train.export CHECKPOINT --out hub/{repo}` (see "
-            f"README), or use pretrained=False. Local Hub folders searched for {repo}/: {searched}."
+            f"No weights are published for {name}. {produce} pretrained=False. Local Hub folders searched for "
+            f"{repo}/: {searched}."
         )
     if is_offline():
         return (

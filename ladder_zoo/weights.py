@@ -1,22 +1,22 @@
-"""Reading weight files into backbones: safetensors (single or sharded), torch checkpoints, SSL checkpoints.
+"""Reading weight files into backbones: safetensors (single or sharded), Hub-layout folders, torch checkpoints.
 
 Where a file comes from (explicit path, Hub, local Hub folder) is ``hub.py``'s business; this module turns a
 local path into a backbone state dict and loads it into a model, with an error naming the problem when the
-file is unreadable or does not fit.
+file is unreadable or does not fit. It knows no zoo name: it reads any checkpoint the way timm's
+``load_state_dict`` does.
 
-An SSL checkpoint is what ``train/`` writes: a ``torch.save`` dict with ``format == SSL_FORMAT`` holding the
-whole Siamese module (online backbone under ``backbone.``, projectors, predictors, EMA target), the optimizer,
-scheduler, RNG states and data position. ``load_ssl_checkpoint`` reads it for continued training;
-``create_model(name, checkpoint_path=...)`` takes only its online backbone.
+A torch checkpoint may wrap its state dict (``state_dict`` or ``model``, as timm, torchvision, Lightning and
+``train/`` write them; ``state_dict_ema`` / ``model_ema``, timm's EMA copies, with ``target=True``), prefix its
+keys with DDP's ``module.`` or torch.compile's ``_orig_mod.``, and hold a whole model whose backbone sits under
+``backbone.`` (a Siamese training model; with ``target=True``, its EMA target under ``target_backbone.``).
 """
 from __future__ import annotations
 
 import json
 import logging
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Union
 
 import torch
 from safetensors import SafetensorError
@@ -27,96 +27,33 @@ from .errors import WeightsIntegrityError, WeightsMismatchError, WeightsNotFound
 
 _logger = logging.getLogger(__name__)
 
-SSL_FORMAT = "ladder-zoo-ssl/1"
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
-BACKBONE_PREFIX = "backbone."
-TARGET_BACKBONE_PREFIX = "target_backbone."
+STATE_KEYS = ("state_dict", "model")  # where checkpoints keep their state dict
+EMA_KEYS = ("state_dict_ema", "model_ema")  # timm's EMA copies (target=True)
+BACKBONE_PREFIX = "backbone."  # a whole training model's backbone
+TARGET_PREFIX = "target_backbone."  # its EMA target (BYOL's momentum network)
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP and torch.compile wrappers
 
 PathLike = Union[str, Path]
 
 
-@dataclass
-class SSLCheckpoint:
-    """A full self-supervised training checkpoint, as ``train/`` writes it.
-
-    ``model`` is the state dict of the whole Siamese module; ``backbone_state_dict()`` extracts the online
-    (or EMA target) backbone in the key layout of ``create_model(model_name)``.
-    """
-
-    path: Path
-    model_name: str
-    config: Dict[str, Any]
-    step: int
-    epoch: int
-    model: Dict[str, torch.Tensor]
-    optimizer: Optional[Dict[str, Any]] = None
-    scheduler: Optional[Dict[str, Any]] = None
-    rng: Optional[Dict[str, Any]] = None
-    data: Optional[Dict[str, Any]] = None
-    extra: Dict[str, Any] = field(default_factory=dict)
-
-    def backbone_state_dict(self, target: bool = False) -> Dict[str, torch.Tensor]:
-        """The online backbone (default) or the EMA target backbone, keyed like the zoo model."""
-        prefix = TARGET_BACKBONE_PREFIX if target else BACKBONE_PREFIX
-        state = {k[len(prefix):]: v for k, v in self.model.items() if k.startswith(prefix)}
-        if not state:
-            what = "an EMA target backbone (SimSiam has none)" if target else "a backbone"
-            raise WeightsMismatchError(f"SSL checkpoint {self.path} holds no {what}: no key starts with '{prefix}'.")
-        return state
-
-    def create_backbone(self, target: bool = False, **kwargs):
-        """``create_model(self.model_name, **kwargs)`` carrying this checkpoint's backbone weights."""
-        from . import create_model
-
-        model = create_model(self.model_name, **kwargs)
-        load_backbone(model, self.backbone_state_dict(target), source=f"{self.path} ({'target' if target else 'online'})")
-        return model
+class Weights(NamedTuple):
+    state_dict: Dict[str, torch.Tensor]
+    trained_as: Optional[str]  # the model name the file records (config.json, a checkpoint's model_name / arch)
 
 
-def load_ssl_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> SSLCheckpoint:
-    """Read a full SSL checkpoint written by ``train/`` (backbone, heads, EMA target, optimizer, RNG, data).
-
-    This is the documented way to continue training from a released or intermediate checkpoint;
-    ``create_model(name, checkpoint_path=path)`` is the way to get only the backbone.
-    """
-    path = Path(path)
-    return _ssl_checkpoint(path, _torch_load(path, map_location))
+def read_state_dict(path: PathLike, target: bool = False) -> Dict[str, torch.Tensor]:
+    """A backbone state dict from a local file or Hub-layout folder (``read_weights`` without the name)."""
+    return read_weights(path, target).state_dict
 
 
-def _ssl_checkpoint(path: Path, raw: Any) -> SSLCheckpoint:
-    """``raw`` (a loaded file's object) as an ``SSLCheckpoint``, or a one-line error if it is not one."""
-    if not (isinstance(raw, dict) and raw.get("format") == SSL_FORMAT):
-        found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
-        raise WeightsMismatchError(
-            f"{path} is not a ladder-zoo SSL checkpoint (format {found!r}, expected {SSL_FORMAT!r}). "
-            "For plain weight files use create_model(name, checkpoint_path=...)."
-        )
-    known = {"format", "model_name", "config", "step", "epoch", "model", "optimizer", "scheduler", "rng", "data"}
-    return SSLCheckpoint(
-        path=path,
-        model_name=raw["model_name"],
-        config=raw["config"],
-        step=raw["step"],
-        epoch=raw["epoch"],
-        model=raw["model"],
-        optimizer=raw.get("optimizer"),
-        scheduler=raw.get("scheduler"),
-        rng=raw.get("rng"),
-        data=raw.get("data"),
-        extra={k: v for k, v in raw.items() if k not in known},
-    )
+def read_weights(path: PathLike, target: bool = False) -> Weights:
+    """A backbone state dict, and the model name the file says it was trained as, from a local file or folder.
 
-
-def read_state_dict(path: PathLike, architecture: Optional[str] = None) -> Dict[str, torch.Tensor]:
-    """A backbone state dict from a local file or Hub-layout folder.
-
-    Accepts ``model.safetensors``, a sharded ``model.safetensors.index.json``, a folder holding either,
-    a ladder-zoo SSL checkpoint (its online backbone is returned) or a plain / timm-style torch checkpoint.
-    With ``architecture``, a file that records the zoo name it was trained as (an SSL checkpoint's
-    ``model_name``, a Hub folder's ``config.json``) must record that one: the weights of ``ladder_byol_r18_cifar``
-    would otherwise load silently as ``simsiam_r18_cifar``, whose state dict has the same keys.
+    Accepts ``model.safetensors``, a sharded ``model.safetensors.index.json``, a folder holding either (its
+    ``config.json`` names the model), or a torch checkpoint (see the module docstring). ``target=True`` takes
+    the EMA copy instead of the online weights, as timm's ``use_ema``.
     """
     path = Path(path)
     if path.is_dir():
@@ -124,36 +61,47 @@ def read_state_dict(path: PathLike, architecture: Optional[str] = None) -> Dict[
     if not path.is_file():
         raise WeightsNotFoundError(f"Weight file {path} does not exist.")
     if path.name.endswith(".index.json") or path.suffix == ".safetensors":
-        config = path.parent / "config.json"
-        if architecture and config.is_file():
-            _check_trained_as(path.parent, json.loads(config.read_text()).get("architecture"), architecture)
-        return _read_sharded(path) if path.name.endswith(".index.json") else _read_safetensors(path)
-    raw = _torch_load(path, "cpu")
-    if isinstance(raw, dict) and raw.get("format") == SSL_FORMAT:
-        if architecture:
-            _check_trained_as(path, raw.get("model_name"), architecture)
-        return _ssl_checkpoint(path, raw).backbone_state_dict()
-    if isinstance(raw, dict):
-        for key in ("state_dict", "model"):  # timm / torchvision / Lightning-style wrappers
+        state = _read_sharded(path) if path.name.endswith(".index.json") else _read_safetensors(path)
+        return Weights(_select(state, target, path), _config_name(path.parent / "config.json"))
+    raw = torch_load(path)
+    trained_as = None
+    if isinstance(raw, Mapping):
+        trained_as = next((raw[k] for k in ("model_name", "arch") if isinstance(raw.get(k), str)), None)
+    return Weights(_select(raw, target, path), trained_as)
+
+
+def _config_name(config: Path) -> Optional[str]:
+    """The zoo name a Hub folder's config.json records (its ``ladder_zoo.name``, else its architecture)."""
+    if not config.is_file():
+        return None
+    data = json.loads(config.read_text())
+    return (data.get("ladder_zoo") or {}).get("name") or data.get("architecture")
+
+
+def _select(raw: Any, target: bool, path: Path) -> Dict[str, torch.Tensor]:
+    """The backbone's tensors in a loaded checkpoint object: unwrap, strip wrapper prefixes, take the backbone."""
+    state, from_ema = raw, False
+    if isinstance(raw, Mapping):
+        for key in (EMA_KEYS if target else ()) + STATE_KEYS:
             if isinstance(raw.get(key), Mapping):
-                raw = raw[key]
+                state, from_ema = raw[key], key in EMA_KEYS
                 break
-    if not (isinstance(raw, Mapping) and raw and all(isinstance(v, torch.Tensor) for v in raw.values())):
+    if not (isinstance(state, Mapping) and state and all(isinstance(v, torch.Tensor) for v in state.values())):
         raise WeightsMismatchError(f"{path} holds no state dict of tensors (found {type(raw).__name__}).")
-    return {_strip_wrappers(k): v for k, v in raw.items()}
-
-
-def _check_trained_as(path: Path, recorded: Optional[str], architecture: str) -> None:
-    from .models import ARCHITECTURES
-
-    if recorded in ARCHITECTURES and architecture in ARCHITECTURES and recorded != architecture:
+    state = {_strip_wrappers(k): v for k, v in state.items()}
+    prefix = TARGET_PREFIX if target and not from_ema else BACKBONE_PREFIX
+    backbone = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if backbone:
+        return backbone
+    if target and not from_ema:
         raise WeightsMismatchError(
-            f"{path} holds weights trained as {recorded}, not {architecture}: load them as "
-            f"create_model('{recorded}', checkpoint_path='{path}')."
+            f"{path} holds no EMA target weights (no {' / '.join(EMA_KEYS)}, no '{TARGET_PREFIX}' keys; SimSiam "
+            "trains none): load it without target=True."
         )
+    return state
 
 
-def load_backbone(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+def load_into(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Load a backbone state dict into a zoo model (or its ``features_only`` wrapper), adapting what timm adapts.
 
     - input conv: a 3-channel stem is adapted to the model's ``in_chans`` (timm's ``adapt_input_conv``);
@@ -232,7 +180,9 @@ def _read_sharded(index_path: Path) -> Dict[str, torch.Tensor]:
     return state
 
 
-def _torch_load(path: Path, map_location) -> Any:
+def torch_load(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` with a one-line error naming a missing, truncated or corrupt file."""
+    path = Path(path)
     if not path.is_file():
         raise WeightsNotFoundError(f"Checkpoint {path} does not exist.")
     try:

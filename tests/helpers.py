@@ -66,19 +66,14 @@ def reference_features(arch: str, state: Dict[str, torch.Tensor], x: torch.Tenso
 
 
 def run_python(code: str, tmp_path: Path, env: Optional[Dict[str, str]] = None, releases: Optional[dict] = None):
-    """Run ``code`` in a fresh interpreter with a private HF cache and only the given releases on record.
-
-    The checkout's own hub/ folder is taken out of the search so the test controls every copy of the weights.
-    """
-    preamble = f"""
-import json, pathlib, ladder_zoo.hub as _hub
-_hub.CHECKOUT_HUB_DIR = pathlib.Path("/nonexistent-ladder-zoo-hub")
-_hub.releases().clear()
-_hub.releases().update(json.loads({json.dumps(json.dumps(releases or {}))}))
-"""
+    """Run ``code`` in a fresh interpreter with a private HF cache, only the given releases on record and no local
+    Hub root (``env`` may name one): the test controls every copy of the weights."""
+    record = tmp_path / "run-python-releases.json"
+    record.write_text(json.dumps(releases or {}))
     base = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "LADDER_ZOO_"))}
-    base.update(HF_HUB_CACHE=str(tmp_path / "hf-cache"), HF_HUB_DISABLE_TELEMETRY="1", PYTHONPATH=str(ROOT))
+    base.update(HF_HUB_CACHE=str(tmp_path / "hf-cache"), HF_HUB_DISABLE_TELEMETRY="1", PYTHONPATH=str(ROOT),
+                LADDER_ZOO_RELEASES=str(record), LADDER_ZOO_HUB_DIR="")
     base.update(env or {})
     return subprocess.run(
-        [sys.executable, "-c", preamble + textwrap.dedent(code)], env=base, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-c", textwrap.dedent(code)], env=base, capture_output=True, text=True, timeout=300,
     )

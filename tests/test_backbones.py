@@ -7,19 +7,21 @@ import math
 import pytest
 import timm
 import torch
-import torch.nn.functional as F
 
 import ladder_zoo
 from safetensors.torch import save_file
 from helpers import ROOT, SAMPLE, run_python, small_heads
 from train.config import Config, OptimConfig, load_config
-from train.eval.features import load_backbone
+from train.eval.features import backbone_from
 from train.export import export
-from train.methods import LadderSiamese, build_backbone
-from train.methods.ladder import ladder_levels, ladder_weights, parse_levels
-from train.optim import build_optimizer, param_groups, set_weight_decay, weight_decay
+from train.model import LadderSiamese, build_backbone
+from train.levels import ladder_levels, ladder_weights, parse_levels
+from train.optim import build_optimizer, param_groups, set_weight_decay
+from train.schedules import weight_decay
 from train.step import Update
 from train.pretrain import train, train_step
+from ladder_zoo.models import ARCHS, MODELS
+from train.checkpoint import load_ssl_checkpoint
 
 # Tiny members of each family, 32 px inputs (timm shrinks through its model arguments).
 FAMILIES = {
@@ -105,7 +107,7 @@ def test_ladder_weights_follow_eq6_for_any_level_count():
 def test_levels_are_pooled_grids_and_the_top_is_the_backbones_own_feature(family):
     model = LadderSiamese(backbone(family), small_heads(levels="D G G G")).eval()
     x = torch.randn(3, 3, 32, 32)
-    embeddings = model._embed(model.backbone, model.projectors, model.dense_projectors, x)
+    embeddings = model.embed(model.backbone, model.projectors, model.dense_projectors, x)
     levels = list(model.levels)
     grids = model.backbone.forward_intermediates(x, indices=model.indices, intermediates_only=True)
     with torch.no_grad():
@@ -199,11 +201,11 @@ def test_two_cpu_steps(family, method, tmp_path):
     assert len(active) == levels.split().count("G") + levels.split().count("D")
     for r in records:
         assert math.isfinite(r["loss"]) and all(0 < r[k.replace("loss/", "std/")] < 1 for k in active)
-    ckpt = ladder_zoo.load_ssl_checkpoint(run_dir / "last.pt")
+    ckpt = load_ssl_checkpoint(run_dir / "last.pt")
     for key in [k for k in ckpt.model if k.startswith("backbone.") and ckpt.model[k].ndim > 1][:3]:
         # the target starts equal and follows by EMA: they differ only if the online backbone moved
         assert not torch.equal(ckpt.model[key], ckpt.model["target_" + key])
-    evaluated, _, _ = load_backbone(str(run_dir / "last.pt"))  # train.eval rebuilds it with the run's model_kwargs
+    evaluated, _, _ = backbone_from(str(run_dir / "last.pt"))  # train.eval rebuilds it with the run's model_kwargs
     assert evaluated.state_dict().keys() == ckpt.backbone_state_dict().keys()
     if method == "byol_mt":
         assert any(k.startswith("predictors.") and ".local." in k for k in ckpt.model)
@@ -212,14 +214,12 @@ def test_two_cpu_steps(family, method, tmp_path):
 
 
 # --- zoo names: timm's state dicts; export -> create_model ---------------------------------------------------------
-@pytest.mark.parametrize("name, reference, kwargs", [
-    ("ladder_byol_mt_vit_s16", "vit_small_patch16_224", {}),
-    ("ladder_byol_swin_t", "swin_tiny_patch4_window7_224", {}),
-    ("ladder_byol_convnext_t", "convnext_tiny", {}),
-    ("ladder_byol_vit_t4_cifar", "vit_tiny_patch16_224", dict(img_size=32, patch_size=4)),
-])
-def test_zoo_names_are_timms_architectures(name, reference, kwargs, tmp_path):
-    ours, theirs = ladder_zoo.create_model(name), timm.create_model(reference, num_classes=0, **kwargs)
+@pytest.mark.parametrize("arch", [a for a, row in ARCHS.items() if row.timm])
+def test_zoo_names_are_timms_architectures(arch, tmp_path):
+    """The table's stock timm architecture (with its timm_args) is the zoo network: same state dict, same outputs."""
+    name = next(n for n, m in MODELS.items() if m.arch == arch)
+    ours = ladder_zoo.create_model(name)
+    theirs = timm.create_model(ARCHS[arch].timm, num_classes=0, **ARCHS[arch].timm_args)
     assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in theirs.state_dict().items()}
     theirs.load_state_dict(ours.state_dict())
     size = ours.pretrained_cfg["input_size"][-1]
@@ -238,7 +238,7 @@ def test_export_then_create_model_gives_equal_features(tmp_path, hub_server):
     arch = "ladder_byol_vit_t4_cifar"
     run_dir = tiny_run(tmp_path / "run", arch, {"drop_path_rate": 0.1}, "G G G G", {"global": 2})
     folder = export(run_dir / "last.pt", tmp_path / "hub" / f"{arch}.test_run", dtype="fp32")
-    ckpt = ladder_zoo.load_ssl_checkpoint(run_dir / "last.pt")
+    ckpt = load_ssl_checkpoint(run_dir / "last.pt")
     reference = timm.create_model("vit_tiny_patch16_224", num_classes=0, img_size=32, patch_size=4).eval()
     reference.load_state_dict(ckpt.backbone_state_dict())  # timm's own architecture takes the trained weights
     x = torch.randn(2, 3, 32, 32)
@@ -260,15 +260,19 @@ def test_export_then_create_model_gives_equal_features(tmp_path, hub_server):
     torch.save(x, tmp_path / "x.pt")
     code = f"""
 import timm, torch, ladder_zoo
-m = timm.create_model("hf-hub:someone/my-vit", pretrained=True, features_only=True).eval()
-with torch.no_grad():
-    print([float(f.double().sum()) for f in m(torch.load("{tmp_path / 'x.pt'}"))])
+x = torch.load("{tmp_path / 'x.pt'}")
+zoo = ladder_zoo.create_model("hf-hub:someone/my-vit", pretrained=True, features_only=True).eval()
+plain = timm.create_model("hf-hub:someone/my-vit", pretrained=True, features_only=True, out_indices=(2, 5, 8, 11))
+with torch.no_grad():  # ladder_zoo builds the zoo model (its depth quarters by default); timm its own ViT
+    print([float(f.double().sum()) for f in plain.eval()(x)])
+    print([float(f.double().sum()) for f in zoo(x)])
 """
     result = run_python(code, tmp_path, {"HF_ENDPOINT": hub_server.endpoint})
     assert result.returncode == 0, result.stderr
     with torch.no_grad():
         expected = [float(f.double().sum()) for f in features(x)]
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == pytest.approx(expected, rel=1e-6)
+    for line in result.stdout.strip().splitlines()[-2:]:
+        assert json.loads(line) == pytest.approx(expected, rel=1e-6)
 
 
 # --- detection adapters -------------------------------------------------------------------------------------------

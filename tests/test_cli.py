@@ -1,4 +1,5 @@
 """The ``ladder-zoo`` command: list, info, features (the README's main job), torch.hub entry points."""
+import json
 import shutil
 import subprocess
 import sys
@@ -27,20 +28,35 @@ def released_folder(_):
     return os.path.join(os.environ["LADDER_ZOO_HUB_DIR"], "ladder-zoo", f"{ARCH}.{TAG}")
 
 
-def test_list_and_info(released, capsys):
+def test_list_and_info(released, capsys, tmp_path):
+    from ladder_zoo import hub
+
+    evaluation = {"knn": {"k": 200, "temperature": 0.1, "accuracy": {"res4": 0.5, "res5": 0.8123}},
+                  "linear": {"epochs": 100, "accuracy": {"res4": 0.55, "res5": 0.8456}}}
+    record = hub.releases_file()
+    record.write_text(json.dumps({repo: {**entry, "evaluation": evaluation} for repo, entry in hub.releases().items()}))
     assert main(["list", "ladder_*"]) == 0
     out = capsys.readouterr().out
-    names = [line.split()[0] for line in out.splitlines()[1:]]
+    lines = out.splitlines()
+    names = {line.split()[0] for line in lines[1:] if line.split()[0].startswith("ladder_")}
     assert "ladder_byol_r50" in names and "byol_r50" not in names and len(names) == 12 + 4  # ResNets, transformers
-    assert f"{TAG} (released: {released_folder(released)}" in out  # a local copy, never pushed: no Hub named
-    assert "not released; recipe train/configs/ladder_byol_r50_in1k_200ep.yaml" in out
+    assert sum(line.startswith(ARCH + " ") for line in lines) == 2  # a row per tag: cifar10_200ep, lightly_...
+    assert max(map(len, lines)) <= 100
+    row = next(line for line in lines if line.startswith(ARCH + " "))
+    assert row.split()[1:] == [TAG, "released", "81.2", "84.6"]
+    assert next(line for line in lines if line.startswith("ladder_byol_r50 ")).split()[1:] == ["in1k_200ep", "not", "released"]
 
     assert main(["list", "--pretrained"]) == 0
     assert capsys.readouterr().out.split() == [f"{ARCH}.{TAG}"]
 
+    assert main(["info", f"{ARCH}.{TAG}"]) == 0
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.split("pretrained_cfg:")[0].splitlines() if not line.startswith("  /")) <= 100
+    assert "4      res5   layer4  512       8       81.2  84.6" in out and "1      res2   layer1  64        1       -" in out
+    assert f"weights: released\n  {released_folder(released)}\n" in out and f"recipe: train/configs/{ARCH}_{TAG}.yaml" in out
     assert main(["info", "ladder_byol_r50"]) == 0
     out = capsys.readouterr().out
-    assert "4      res5   layer4  2048      32" in out and '"input_size": [' in out
+    assert "4      res5   layer4  2048      32" in out and '"input_size": [' in out and "plain timm architecture: resnet50" in out
 
 
 def test_features_pretrained_saved(released, sample_images, tmp_path, capsys):
@@ -146,3 +162,21 @@ def test_features_from_a_checkpoint_say_so(tmp_path, sample_images, capsys):
     assert f"{ARCH} (checkpoint {tmp_path / 'w.safetensors'}): 2 images" in capsys.readouterr().out
     with safe_open(str(out_file), "pt") as f:
         assert f.metadata()["weights"] == f"checkpoint {tmp_path / 'w.safetensors'}"
+
+
+def test_features_reads_folders_and_writes_files_the_umask_allows(sample_images, tmp_path, capsys):
+    import os
+
+    folder = sample_images[0].parent.parent  # test/<class>/*.jpg: read recursively
+    out_file = tmp_path / "feats.safetensors"
+    previous = os.umask(0o022)
+    try:
+        assert main(["features", "byol_r18_cifar", str(folder), "--random-init", "--out", str(out_file)]) == 0
+    finally:
+        os.umask(previous)
+    assert f"{len(list(folder.rglob('*.jpg')))} images" in capsys.readouterr().out
+    assert out_file.stat().st_mode & 0o777 == 0o644  # as any file the user writes, not safetensors' 0600
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["features", "byol_r18_cifar", str(empty), "--random-init"]) == 2
+    assert f"{empty} is a folder holding no images" in capsys.readouterr().err

@@ -7,12 +7,13 @@ import torch
 from helpers import SAMPLE
 from train.config import AugmentConfig, DataConfig, load_config
 from train.eval.__main__ import main as eval_main
-from train.eval.features import class_balanced, load_backbone
+from train.eval.features import class_balanced, backbone_from
 from train.eval.gradmaps import gradient_maps
 from train.eval.knn import knn_accuracy, knn_predict
 from train.eval.linear import linear_probe
 from train.eval.views import view_distances
 from train.pretrain import train
+from train.checkpoint import load_ssl_checkpoint
 
 TINY = [f"data.path={SAMPLE}", "data.split=train", "data.workers=0", "batch_size=8", "max_steps=2", "device=cpu",
         "amp=none", "progress=false", "tensorboard=false", "method.proj_hidden=64", "method.proj_out=32",
@@ -68,7 +69,7 @@ def test_class_balanced_sample():
 
 
 def test_view_distances_vanish_without_augmentation(checkpoint):
-    model, _, _ = load_backbone(str(checkpoint))
+    model, _, _ = backbone_from(str(checkpoint))
     images = torch.stack([__import__("train.data.imagefolder", fromlist=["x"]).decode_rgb(p.read_bytes())
                           for p in sorted(SAMPLE.glob("test/*/*.jpg"))[:12]])
     none = DataConfig(image_size=32, augment=AugmentConfig(crop_scale=(1.0, 1.0), flip_p=0.0, jitter_p=0.0,
@@ -80,10 +81,9 @@ def test_view_distances_vanish_without_augmentation(checkpoint):
 
 
 def test_gradient_maps_per_level(checkpoint):
-    import ladder_zoo
 
     images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
-    maps = gradient_maps(ladder_zoo.load_ssl_checkpoint(checkpoint), images, torch.device("cpu"))
+    maps = gradient_maps(load_ssl_checkpoint(checkpoint), images, torch.device("cpu"))
     assert set(maps) == {"res3", "res4", "res5"}  # L_res2 left out: uniform after its pooling
     assert all(m.shape == (3, 32, 32) and (m >= 0).all() and m.sum() > 0 for m in maps.values())
 

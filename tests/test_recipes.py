@@ -11,8 +11,8 @@ from helpers import small_heads, tiny_backbone
 from train.config import Config, OptimConfig, load_config
 from train.data.views import view_specs
 from train.losses import byol_loss, simsiam_loss
-from train.methods import LadderSiamese
-from train.optim import describe_lr, learning_rate
+from train.model import LadderSiamese
+from train.schedules import describe_lr, learning_rate
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "train" / "configs"
@@ -23,6 +23,7 @@ SOLO_AUG = ((0.08, 1.0), "bicubic", (0.4, 0.4, 0.2, 0.1), (0.0, 0.0), (0.0, 0.2)
 SIMSIAM_AUG = ((0.2, 1.0), "bilinear", (0.4, 0.4, 0.4, 0.1), (0.5, 0.5), (0.0, 0.0))  # main_simsiam.py
 SIMSIAM_CIFAR_AUG = ((0.2, 1.0), "bilinear", (0.4, 0.4, 0.4, 0.1), (0.0, 0.0), (0.0, 0.0))  # blur off at 32 px
 MOBY_AUG = ((0.08, 1.0), "bilinear", (0.4, 0.4, 0.2, 0.1), (1.0, 0.1), (0.0, 0.2))  # Transformer-SSL data/build.py
+LIGHTLY_AUG = ((0.08, 1.0), "bilinear", (0.4, 0.4, 0.4, 0.1), (0.0, 0.0), (0.0, 0.0))  # SimCLRTransform(cj_strength=0.5)
 # (optimizer, lr, ref_batch, batch, weight_decay, min_lr, warmup_epochs, eta, clip, exclude_bias_norm, fixed pred lr)
 LADDER_IN1K = ("lars", 7.2, 4096, 4096, 1e-6, 0.0, 10.0, 0.001, False, True, False)
 MULAN_IN1K = ("lars", 0.4, 256, 1024, 1.5e-6, 0.0004, 10.0, 0.001, False, True, False)
@@ -32,12 +33,18 @@ SIMSIAM_CIFAR = ("sgd", 0.03, 256, 256, 5e-4, 0.0, 0.0, None, None, False, True)
 MULAN_VIT = ("adamw", 3e-4, 256, 1024, 0.1, 3e-7, 10.0, None, None, True, False)  # CONFIG.md, main.py, optim.py
 MOBY_SWIN = ("adamw", 1e-3, 512, 512, 0.05, 5e-6, 5.0, None, None, True, False)  # moby_swin_tiny.yaml, config.py
 CIFAR_VIT = ("adamw", 3e-4, 256, 256, 0.1, 3e-7, 10.0, None, None, True, False)  # MULAN's ViT optimiser at batch 256
+LIGHTLY_BYOL = ("sgd", 0.015, 128, 256, 2e-3, 0.0, 0.0, None, None, False, False)  # 0.06 and 5e-4 at lightly's loss scale
+LIGHTLY_SIMSIAM = ("sgd", 0.06, None, 256, 5e-4, 0.0, 0.0, None, None, False, False)  # lr not scaled with the batch
 # transformer settings: (betas, clip_grad, weight_decay_end, exclude_tokens, model_kwargs, proj_layers)
 RESNET_X = ((0.9, 0.999), None, None, True, {}, None)  # the defaults: ResNet recipes set none of them
 MULAN_VIT_X = ((0.9, 0.98), 0.5, None, False, {"drop_path_rate": 0.1, "dynamic_img_size": True}, 3)
 MOBY_SWIN_X = ((0.9, 0.999), 5.0, None, True, {"drop_path_rate": 0.2}, None)
 MOBY_CONVNEXT_X = ((0.9, 0.999), 5.0, None, True, {"drop_path_rate": 0.1}, None)  # ConvNeXt-T's stochastic depth
 CIFAR_VIT_X = ((0.9, 0.98), 0.5, None, True, {"drop_path_rate": 0.1}, 3)
+LIGHTLY_X = ((0.9, 0.999), None, None, False, {}, None)
+LIGHTLY_SIMSIAM_X = ((0.9, 0.999), None, None, False, {}, 2)  # the 2-layer CIFAR projector
+# heads (proj_hidden, proj_out, pred_hidden) and the EMA's last rate, where a recipe is not the paper's
+BYOL_HEADS, SIMSIAM_HEADS, LIGHTLY_BYOL_HEADS = (4096, 256, 4096, 1.0), (2048, 2048, 512, 1.0), (1024, 256, 1024, 0.99)
 
 RECIPES = {
     "byol_r50_in1k_200ep": (BYOL_AUG, LADDER_IN1K, 0.996),
@@ -61,6 +68,10 @@ RECIPES = {
     "ladder_byol_swin_t_in1k_200ep": (MOBY_AUG, MOBY_SWIN, 0.99, MOBY_SWIN_X),
     "ladder_byol_convnext_t_in1k_200ep": (MOBY_AUG, MOBY_SWIN, 0.99, MOBY_CONVNEXT_X),
     "ladder_byol_vit_t4_cifar_cifar10_200ep": (SOLO_AUG, CIFAR_VIT, 0.99, CIFAR_VIT_X),
+    **{f"{method}_r18_cifar_lightly_cifar10_200ep": (LIGHTLY_AUG, LIGHTLY_BYOL, 0.99, LIGHTLY_X, LIGHTLY_BYOL_HEADS)
+       for method in ("byol", "ladder_byol", "densebyol", "ladder_densebyol", "byol_mt", "ladder_byol_mt")},
+    **{f"{method}_r18_cifar_lightly_cifar10_200ep": (SIMSIAM_CIFAR_AUG, LIGHTLY_SIMSIAM, None, LIGHTLY_SIMSIAM_X)
+       for method in ("simsiam", "ladder_simsiam")},
 }
 
 
@@ -72,8 +83,9 @@ def test_the_table_covers_every_recipe():
 def test_recipe_values_are_their_references(recipe):
     (scale, interpolation, jitter, blur_p, solarize_p), optim, tau, *extra = RECIPES[recipe]
     cfg = load_config(str(CONFIGS / f"{recipe}.yaml"))
-    a, o = cfg.data.augment, cfg.optim
+    a, o, m = cfg.data.augment, cfg.optim, cfg.method
     betas, clip_grad, wd_end, exclude_tokens, model_kwargs, proj_layers = extra[0] if extra else RESNET_X
+    heads = extra[1] if len(extra) > 1 else BYOL_HEADS if tau is not None else SIMSIAM_HEADS
     assert (o.betas, o.clip_grad, o.weight_decay_end, o.exclude_tokens) == (betas, clip_grad, wd_end, exclude_tokens)
     assert (cfg.model_kwargs, cfg.method.proj_layers) == (model_kwargs, proj_layers)
     assert (a.crop_scale, a.interpolation, a.jitter, a.blur_p, a.solarize_p) == (scale, interpolation, jitter, blur_p,
@@ -85,12 +97,8 @@ def test_recipe_values_are_their_references(recipe):
     assert o.lr_scaling == "linear" and o.momentum == 0.9 and cfg.epochs == 200
     if name == "lars":
         assert (o.eta, o.clip_lars_lr) == (eta, clip)
-    if tau is not None:
-        assert cfg.method.base == "byol" and cfg.method.tau == tau
-        assert (cfg.method.proj_hidden, cfg.method.proj_out, cfg.method.pred_hidden) == (4096, 256, 4096)
-    else:
-        assert cfg.method.base == "simsiam"
-        assert (cfg.method.proj_hidden, cfg.method.proj_out, cfg.method.pred_hidden) == (2048, 2048, 512)
+    assert (m.proj_hidden, m.proj_out, m.pred_hidden, m.tau_end) == heads
+    assert (m.base, m.tau) == ("byol", tau) if tau is not None else m.base == "simsiam"
     if "_mt_" in recipe:  # MULAN's multi-task views (augmentations.py, main.py defaults)
         assert cfg.method.views == {"global": 2, "local": 2, "cutout": 1}
         assert cfg.method.task_weights in (None, {"global": 1.0, "local": 1.0, "cutout": 1.0})
@@ -105,8 +113,9 @@ def test_recipe_values_are_their_references(recipe):
             assert (a.local_size, a.local_blur_p, a.cutout_blur_p, cutout.blur_p) == (96, 0.5, 0.5, 0.5)
             assert specs[0].blur_kernel == 23
     peak_step = round(warmup * 100)  # 100 steps per epoch: the first step after warmup runs at the peak
-    assert learning_rate(peak_step, cfg, 100) == pytest.approx(lr * batch / ref_batch)
-    assert learning_rate(200 * 100 - 1, cfg, 100) == pytest.approx(min_lr * batch / ref_batch, abs=1e-6)
+    scale = batch / ref_batch if ref_batch else 1.0
+    assert learning_rate(peak_step, cfg, 100) == pytest.approx(lr * scale)
+    assert learning_rate(200 * 100 - 1, cfg, 100) == pytest.approx(min_lr * scale, abs=1e-6)
 
 
 # --- the multi-task loss: MULAN's plain mean over (view, target) pairs ------------------------------------------
@@ -147,6 +156,12 @@ def test_two_global_views_keep_byols_symmetrised_sum():
     with_mt_scale.load_state_dict(model.state_dict(), strict=False)
     assert model.pair_scale == 2.0 and with_mt_scale.pair_scale == 1.0
     assert model.task_weights == {"global": 1.0}
+    with torch.no_grad():  # BYOL's loss: its two directions summed, L(q(y_a), y'_b) + L(q(y_b), y'_a)
+        p = [model.predictors["res5"]["global"](model.embed(model.backbone, model.projectors, model.dense_projectors,
+                                                            x)["res5"].y) for x in views["global"]]
+        z = [model.embed(model.target_backbone, model.target_projectors, model.target_dense_projectors, x)["res5"].y
+             for x in views["global"]]
+        torch.testing.assert_close(model(views)["loss"], byol_loss(p[0], z[1]).mean() + byol_loss(p[1], z[0]).mean())
 
 
 def test_task_weights_must_cover_every_view_type():
@@ -207,3 +222,44 @@ def test_a_config_built_in_code_is_checked_by_train_as_a_recipe_is(tmp_path):
     with pytest.raises(ValueError, match="amp='fp16' is not valid: it takes bf16 or none"):
         train(cfg)
     assert not (tmp_path / "run").exists()
+
+
+def test_byol_loss_at_a_quarter_of_lightlys_rate_and_four_times_its_decay_takes_lightlys_sgd_steps():
+    """lightly's CIFAR-10 BYOL trains on 0.5 (-cos(p0, z1') - cos(p1, z0')) with SGD lr 0.06, weight decay 5e-4.
+    BYOL's loss, (2 - 2 cos) summed over both directions (the model's), has 4 x its gradient: with SGD (momentum,
+    coupled decay) lr / 4 and 4 x decay take the same steps, so the lightly recipes state lr 0.015, decay 2e-3."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from train.optim import build_optimizer
+
+    torch.manual_seed(0)
+    ours = LadderSiamese(tiny_backbone(), small_heads()).train()
+    theirs = copy.deepcopy(ours)
+    sgd_ours = build_optimizer(ours, OptimConfig(name="sgd", lr=0.015, weight_decay=2e-3, exclude_bias_norm=False), [])
+    sgd_theirs = torch.optim.SGD([p for p in theirs.parameters() if p.requires_grad], lr=0.06, momentum=0.9,
+                                 weight_decay=5e-4)
+
+    def lightly_loss(model, views):  # cifar10_benchmark.py's BYOLModel.training_step, on this model's heads
+        p = [model.predictors["res5"]["global"](model.embed(model.backbone, model.projectors, model.dense_projectors,
+                                                            x)["res5"].y) for x in views]
+        with torch.no_grad():
+            z = [model.embed(model.target_backbone, model.target_projectors, model.target_dense_projectors, x)["res5"].y
+                 for x in views]
+        return 0.5 * (-F.cosine_similarity(p[0], z[1]).mean() - F.cosine_similarity(p[1], z[0]).mean())
+
+    for step in range(3):
+        views = [torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(10 * step + i)) for i in (0, 1)]
+        loss_ours, loss_theirs = ours({"global": views})["loss"], lightly_loss(theirs, views)
+        assert float(loss_ours) == pytest.approx(4 + 4 * float(loss_theirs), rel=1e-5)  # the 4 x scale, and its 4
+        for model, optimizer, loss in ((ours, sgd_ours, loss_ours), (theirs, sgd_theirs, loss_theirs)):
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            model.update_target(0.99)
+    moved = [(a, b, c) for a, b, c in zip(ours.parameters(), theirs.parameters(), LadderSiamese(
+        tiny_backbone(), small_heads()).parameters())]
+    assert max(float((a - c).abs().max()) for a, _, c in moved) > 1e-3  # the steps moved the weights
+    for a, b, _ in moved:
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -15,7 +15,8 @@ from helpers import SAMPLE
 from train.config import AugmentConfig, DataConfig
 from train.data import ImageFolder, StepSampler
 from train.data.cpu_augment import CpuPipeline, view_transform
-from train.data.gpu_augment import Draw, GpuPipeline, augment_view, crop_resize
+from train.data.gpu_augment import Draw, GpuPipeline, augment_view
+from train.data.ops import crop_resize
 from train.data.imagefolder import decode_rgb
 from train.data.views import ViewSpec
 

@@ -13,8 +13,9 @@ import torch
 
 import ladder_zoo
 from helpers import ROOT, SAMPLE
+from train.checkpoint import load_ssl_checkpoint
 from train.config import load_config
-from train.methods import build_model
+from train.model import build_model
 from train.pretrain import TrainingDiverged, train
 
 ARCH = "ladder_byol_r18_cifar"
@@ -59,7 +60,7 @@ def test_run_logs_levels_and_collapse_monitor(uninterrupted):
     for level in ("res2", "res3", "res4", "res5"):
         assert f"loss/{level}" in last and 0 < last[f"std/{level}"] < 1
     assert records[-1]["loss"] < records[0]["loss"]
-    ckpt = ladder_zoo.load_ssl_checkpoint(uninterrupted / "last.pt")
+    ckpt = load_ssl_checkpoint(uninterrupted / "last.pt")
     assert ckpt.step == 10 and ckpt.data["epoch"] == 2 and ckpt.optimizer["state"]
     assert {"backbone.conv1.weight", "target_backbone.conv1.weight", "predictors.res2.global.0.weight"} <= set(ckpt.model)
 
@@ -89,7 +90,8 @@ def test_resume_refuses_another_recipe(uninterrupted, tmp_path):
     run_dir = tmp_path / "other"
     shutil.copytree(uninterrupted, run_dir)
     result = pretrain(run_dir, "optim.lr=0.5", check=False)
-    assert result.returncode != 0 and "optim.lr: 1.0 -> 0.5" in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.splitlines()[-1].startswith("train.pretrain: error: ") and "optim.lr: 1.0 -> 0.5" in result.stderr
 
 
 def test_two_process_ddp_equals_one_process(tmp_path):
@@ -132,7 +134,7 @@ def test_export_round_trip(uninterrupted, tmp_path, monkeypatch):
     monkeypatch.setenv("LADDER_ZOO_HUB_DIR", str(tmp_path / "hub"))
     exported = ladder_zoo.create_model(f"{ARCH}.cifar10_200ep", pretrained=True, features_only=True).eval()
     trained = ladder_zoo.create_model(ARCH, features_only=True).eval()
-    trained.load_state_dict(ladder_zoo.load_ssl_checkpoint(uninterrupted / "last.pt").backbone_state_dict())
+    trained.load_state_dict(load_ssl_checkpoint(uninterrupted / "last.pt").backbone_state_dict())
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         for a, b in zip(exported(x), trained(x)):
@@ -140,7 +142,7 @@ def test_export_round_trip(uninterrupted, tmp_path, monkeypatch):
 
 
 def test_nan_guard_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    from train.methods.ladder import LadderSiamese
+    from train.model import LadderSiamese
 
     forward, calls = LadderSiamese.forward, []
 
@@ -240,7 +242,7 @@ print(float(m.layer4[1].conv2.weight.double().sum()))
 """
     loaded = run_python(code, tmp_path, {"HF_ENDPOINT": hub_server.endpoint}, release)
     assert loaded.returncode == 0, loaded.stderr
-    expected = ladder_zoo.load_ssl_checkpoint(uninterrupted / "last.pt").backbone_state_dict()["layer4.1.conv2.weight"]
+    expected = load_ssl_checkpoint(uninterrupted / "last.pt").backbone_state_dict()["layer4.1.conv2.weight"]
     assert float(loaded.stdout) == pytest.approx(float(expected.half().double().sum()), rel=1e-6)
     assert hub_server.count("GET", f"/{repo}/resolve/{commit}/") + hub_server.count("HEAD", f"/{repo}/resolve/{commit}/") >= 1
 
@@ -255,28 +257,24 @@ def test_register_release_records_every_file(tmp_path, monkeypatch):
     (folder / "model.safetensors").write_bytes(b"weights")
     table = tmp_path / "releases.json"
     table.write_text("{}")
-    monkeypatch.setattr(hub, "RELEASES_FILE", table)
-    hub.releases.cache_clear()
-    try:
-        entry = register_release("ladder-zoo/x.y", folder, revision="abc")
-        assert json.loads(table.read_text()) == {"ladder-zoo/x.y": entry}
-        assert entry["files"]["model.safetensors"] == hub.sha256_file(folder / "model.safetensors")
-        assert hub.is_published("ladder-zoo/x.y")
-    finally:
-        hub.releases.cache_clear()
+    monkeypatch.setenv(hub.RELEASES_ENV, str(table))
+    entry = register_release("ladder-zoo/x.y", folder, revision="abc")
+    assert json.loads(table.read_text()) == {"ladder-zoo/x.y": entry}
+    assert entry["files"]["model.safetensors"] == hub.sha256_file(folder / "model.safetensors")
+    assert hub.is_published("ladder-zoo/x.y")
 
 
 def test_any_run_exports_under_any_tag_and_only_finished_recipe_runs_register(uninterrupted, tmp_path):
     from ladder_zoo import hub
 
-    before = hub.RELEASES_FILE.read_bytes()
+    before = hub.DEFAULT_RELEASES.read_bytes()
     out = tmp_path / "export" / f"{ARCH}.my-test_20steps"
     ok = subprocess.run([sys.executable, "-m", "train.export", str(uninterrupted / "last.pt"), "--out", str(out)],
                         cwd=ROOT, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     by_path = ladder_zoo.create_model(ARCH, checkpoint_path=str(out), features_only=True).eval()
     trained = ladder_zoo.create_model(ARCH, features_only=True).eval()
-    state = ladder_zoo.load_ssl_checkpoint(uninterrupted / "last.pt").backbone_state_dict()
+    state = load_ssl_checkpoint(uninterrupted / "last.pt").backbone_state_dict()
     trained.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in state.items()})
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -298,7 +296,7 @@ def test_any_run_exports_under_any_tag_and_only_finished_recipe_runs_register(un
     missing = subprocess.run([sys.executable, "-m", "train.export", str(tmp_path / "nope.pt"), "--out", str(out)],
                              cwd=ROOT, capture_output=True, text=True)
     assert missing.returncode == 2 and "no such checkpoint" in missing.stderr.splitlines()[-1]
-    assert hub.RELEASES_FILE.read_bytes() == before  # the tracked releases.json is never touched by a test run
+    assert hub.DEFAULT_RELEASES.read_bytes() == before  # the tracked releases.json is never touched by a test run
 
 
 def test_an_exported_folder_gets_its_evaluation_later(uninterrupted, tmp_path):
@@ -307,7 +305,7 @@ def test_an_exported_folder_gets_its_evaluation_later(uninterrupted, tmp_path):
     release are one-line errors."""
     from ladder_zoo import hub
 
-    before = hub.RELEASES_FILE.read_bytes()
+    before = hub.DEFAULT_RELEASES.read_bytes()
     out = tmp_path / f"{ARCH}.mine"
     assert subprocess.run([sys.executable, "-m", "train.export", str(uninterrupted / "last.pt"), "--out", str(out)],
                           cwd=ROOT, capture_output=True).returncode == 0
@@ -320,7 +318,7 @@ def test_an_exported_folder_gets_its_evaluation_later(uninterrupted, tmp_path):
         assert added.returncode == 0, added.stderr
         assert f"added {evaluation} to {out}" in added.stdout
     card = (out / "README.md").read_text()
-    assert card.count("## Evaluation") == 1 and '"res5": 0.75' in card and "## Training" in card
+    assert card.count("## Evaluation") == 1 and "| kNN (k=?, T=?) | 75.0 |" in card and "## Training" in card
     assert json.loads((out / "config.json").read_text())["ladder_zoo"]["evaluation"]["knn"]["accuracy"]["res5"] == 0.75
     assert (out / "model.safetensors").read_bytes() == weights_before
     other = tmp_path / "other.json"
@@ -331,7 +329,7 @@ def test_an_exported_folder_gets_its_evaluation_later(uninterrupted, tmp_path):
         refused = subprocess.run([sys.executable, "-m", "train.export", str(out), *args], cwd=ROOT,
                                  capture_output=True, text=True)
         assert refused.returncode == 2 and message in refused.stderr.splitlines()[-1], refused.stderr
-    assert hub.RELEASES_FILE.read_bytes() == before
+    assert hub.DEFAULT_RELEASES.read_bytes() == before
 
 
 def test_weights_load_only_as_the_name_they_were_trained_as(uninterrupted, tmp_path):

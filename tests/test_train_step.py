@@ -46,7 +46,7 @@ def test_compiled_step_matches_eager_without_recompiling(tmp_path, monkeypatch):
 def test_compiled_one_level_model_keeps_the_graph_of_its_loss():
     """BYOL is the one-level model ('- - - G'): compiled, its loss (1.0 x L beside L's logged value) once came out
     of the graph without grad_fn and the first backward failed."""
-    from train.methods import build_model
+    from train.model import build_model
 
     model = build_model(load_config(None, [*SMALL, "method.levels=- - - G"])).train()
     views = {"global": [torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(i)) for i in range(2)]}

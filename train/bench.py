@@ -35,10 +35,11 @@ import torch
 import torch.nn.functional as F
 
 import ladder_zoo
+from ladder_zoo.device import resolve_device
 
 from .config import load_config, recipe_file
 from .data import build_pipeline
-from .methods import build_model
+from .model import build_model
 from .optim import build_optimizer, set_learning_rate
 from .pretrain import train_step
 from .step import COMPILE_MODES, build_step
@@ -237,7 +238,7 @@ def synthetic_jpegs(source: str, out: Path, n: int, seed: int = 0) -> Path:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--steps", type=int, default=30)
@@ -256,7 +257,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--profile-steps", type=int, default=5)
     parser.add_argument("--out", default="runs/bench.json")
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
+    try:
+        device = resolve_device(args.device, "--device")
+    except ValueError as e:  # one line, as every input error of the command
+        print(f"python -m train.bench: error: {e}", file=sys.stderr)
+        return 2
     torch.backends.cudnn.benchmark = True
     amp = "amp=bf16" if args.amp else "amp=none"
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

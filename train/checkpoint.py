@@ -8,8 +8,10 @@ existing checkpoint as it was and stops the run with ``CheckpointWriteError``. T
 set's file list (count, sha256, compressed names) so that a resume on a changed set is an error naming the
 difference, not a silent change of the sampler's order.
 
-The format is ``ladder_zoo.weights.SSL_FORMAT``; ``ladder_zoo.load_ssl_checkpoint`` reads it, and
-``ladder_zoo.create_model(name, checkpoint_path=...)`` takes its online backbone.
+The format (``SSL_FORMAT``) is train/'s own: ``load_ssl_checkpoint`` (also ``train.load_ssl_checkpoint``) reads it
+for continued training, evaluation and export. ``ladder_zoo.create_model(name, checkpoint_path=...)`` takes its
+online backbone as it takes any checkpoint's (the ``backbone.`` part of its ``model``; ``target_backbone.``, the
+EMA target, with ``ladder_zoo.weights.read_state_dict(path, target=True)``).
 """
 import errno
 import hashlib
@@ -18,15 +20,19 @@ import random
 import re
 import warnings
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 
-from ladder_zoo import load_ssl_checkpoint
-from ladder_zoo.weights import SSL_FORMAT, SSLCheckpoint
+import ladder_zoo
+from ladder_zoo.errors import WeightsMismatchError
+from ladder_zoo.weights import BACKBONE_PREFIX, TARGET_PREFIX, load_into, torch_load
 
 from .config import Config, to_dict
+
+SSL_FORMAT = "ladder-zoo-ssl/1"
 
 # Keys that may differ between a run and its resumption: they steer the run, not what it computes.
 RUN_CONTROL_KEYS = {"resume", "max_steps", "checkpoint_every", "log_every", "tensorboard", "progress", "out_dir",
@@ -34,6 +40,64 @@ RUN_CONTROL_KEYS = {"resume", "max_steps", "checkpoint_every", "log_every", "ten
 
 LAST = "last.pt"
 _OLDER = re.compile(r"^step-(\d+)\.pt$")
+
+
+@dataclass
+class SSLCheckpoint:
+    """A training checkpoint as ``Checkpoints.save`` writes it: the whole Siamese model (online backbone under
+    ``backbone.``, projectors, predictors, EMA target under ``target_backbone.``), optimizer, schedule position,
+    RNG states and data position."""
+
+    path: Path
+    model_name: str
+    config: Dict[str, Any]
+    step: int
+    epoch: int
+    model: Dict[str, torch.Tensor]
+    optimizer: Optional[Dict[str, Any]] = None
+    scheduler: Optional[Dict[str, Any]] = None
+    rng: Optional[Dict[str, Any]] = None
+    data: Optional[Dict[str, Any]] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    def backbone_state_dict(self, target: bool = False) -> Dict[str, torch.Tensor]:
+        """The online backbone (default) or the EMA target backbone, keyed like the zoo model."""
+        prefix = TARGET_PREFIX if target else BACKBONE_PREFIX
+        state = {k[len(prefix):]: v for k, v in self.model.items() if k.startswith(prefix)}
+        if not state:
+            what = "an EMA target backbone (SimSiam has none)" if target else "a backbone"
+            raise WeightsMismatchError(f"checkpoint {self.path} holds no {what}: no key starts with '{prefix}'.")
+        return state
+
+    def create_backbone(self, target: bool = False, **kwargs) -> torch.nn.Module:
+        """``ladder_zoo.create_model(self.model_name, **kwargs)`` carrying this checkpoint's backbone weights."""
+        model = ladder_zoo.create_model(self.model_name, **kwargs)
+        load_into(model, self.backbone_state_dict(target), source=f"{self.path} ({'target' if target else 'online'})")
+        return model
+
+
+def load_ssl_checkpoint(path: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> SSLCheckpoint:
+    """Read a training checkpoint (backbone, heads, EMA target, optimizer, RNG, data position): to resume, evaluate
+    or export a run. A file that is not one (an exported Hub folder, a plain weight file) is a one-line error."""
+    path = Path(path)
+    if path.is_dir():
+        what = ("an exported Hub folder (config.json), not a training checkpoint: load it with "
+                f"ladder_zoo.create_model(NAME, checkpoint_path='{path}')" if (path / "config.json").is_file()
+                else "a folder, not a training checkpoint: name a run's last.pt")
+        raise WeightsMismatchError(f"{path} is {what}.")
+    raw = torch_load(path, map_location)
+    if not (isinstance(raw, dict) and raw.get("format") == SSL_FORMAT):
+        found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
+        raise WeightsMismatchError(
+            f"{path} is not a training checkpoint of train/ (format {found!r}, expected {SSL_FORMAT!r}). For plain "
+            "weight files use ladder_zoo.create_model(name, checkpoint_path=...)."
+        )
+    known = {"format", "model_name", "config", "step", "epoch", "model", "optimizer", "scheduler", "rng", "data"}
+    return SSLCheckpoint(
+        path=path, model_name=raw["model_name"], config=raw["config"], step=raw["step"], epoch=raw["epoch"],
+        model=raw["model"], optimizer=raw.get("optimizer"), scheduler=raw.get("scheduler"), rng=raw.get("rng"),
+        data=raw.get("data"), extra={k: v for k, v in raw.items() if k not in known},
+    )
 
 
 class CheckpointWriteError(RuntimeError):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,23 +29,23 @@ def recipe_file(name: str) -> Path:
 class AugmentConfig:
     """BYOL's augmentation; per-view probabilities are (view 1, view 2), as in the BYOL paper's table."""
 
-    crop_scale: Tuple[float, float] = (0.08, 1.0)
+    crop_scale: Tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop area fraction of the global views
     interpolation: str = "bicubic"  # crop resize: bicubic (BYOL, MULAN) | bilinear (SimSiam, torchvision's default)
-    flip_p: float = 0.5
+    flip_p: float = 0.5  # horizontal flip
     jitter: Tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)  # brightness, contrast, saturation, hue
-    jitter_p: float = 0.8
-    gray_p: float = 0.2
-    blur_p: Tuple[float, float] = (1.0, 0.1)
-    blur_sigma: Tuple[float, float] = (0.1, 2.0)
+    jitter_p: float = 0.8  # probability of the colour jitter
+    gray_p: float = 0.2  # grayscale
+    blur_p: Tuple[float, float] = (1.0, 0.1)  # Gaussian blur, per global view (0, 0: no blur kernels at all)
+    blur_sigma: Tuple[float, float] = (0.1, 2.0)  # its sigma, uniform in this range
     solarize_p: Tuple[float, float] = (0.0, 0.2)
     # multi-task views (MULAN defaults): local crops and the cutout view
     global_scale_mt: Tuple[float, float] = (0.25, 1.0)  # global crop scale when local views are used
-    local_size: int = 96
-    local_scale: Tuple[float, float] = (0.08, 0.25)
-    local_blur_p: float = 0.5
-    cutout_blur_p: float = 0.5
+    local_size: int = 96  # local view size (pixels)
+    local_scale: Tuple[float, float] = (0.08, 0.25)  # local crop area fraction
+    local_blur_p: float = 0.5  # blur of the local views
+    cutout_blur_p: float = 0.5  # blur of the cutout view
     cutout_area: Tuple[float, float] = (0.2, 0.4)  # MULAN main.py's --cutout-range default
-    cutout_ratio: Tuple[float, float] = (0.75, 4 / 3)
+    cutout_ratio: Tuple[float, float] = (0.75, 4 / 3)  # the cutout block's aspect ratio
 
 
 @dataclass
@@ -54,8 +56,8 @@ class DataConfig:
     in_memory: bool = False  # gpu pipeline: decode the whole set once into a uint8 tensor (small sets)
     workers: int = 8  # DataLoader workers per process, capped at the CPUs the process has
     image_size: int = 224  # global crop size
-    mean: Tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: Tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: Tuple[float, float, float] = (0.485, 0.456, 0.406)  # normalisation, 0-1 pixels: the weights' pretrained_cfg
+    std: Tuple[float, float, float] = (0.229, 0.224, 0.225)  # likewise
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     allow_changed: bool = False  # resume on a file list that changed since the checkpoint (else an error)
 
@@ -64,19 +66,20 @@ class DataConfig:
 class MethodConfig:
     base: str = "byol"  # byol | simsiam
     levels: str = "- - - G"  # G global, D dense, - off per ladder level (res2..res5, 4 stages, ViT depth quarters),
-    #                          or named "res3:G res5:G" / "blocks.3:D blocks.11:G", or "ladder" (methods/ladder.py)
+    #                          or named "res3:G res5:G" / "blocks.3:D blocks.11:G", or "ladder" (levels.py)
     ladder_w: float = 0.5  # w of Eq. 6, w_i = 2^(i-N) w: 0.5 gives the paper's 1/16, 1/8, 1/4, 1
     proj_hidden: Optional[int] = None  # None: the base method's (BYOL 4096, SimSiam 2048)
     proj_layers: Optional[int] = None  # Linear layers of the projector; None: the base method's (BYOL 2, SimSiam 3)
     proj_out: Optional[int] = None  # None: BYOL 256, SimSiam 2048
     pred_hidden: Optional[int] = None  # None: BYOL 4096, SimSiam 512
-    dense_hidden: int = 512
-    dense_out: int = 128
+    dense_hidden: int = 512  # D levels: hidden width of the 1x1-conv heads
+    dense_out: int = 128  # D levels: their output width
     dense_block_elements: int = 1 << 26  # similarity elements computed at once by the dense alignment
     views: Dict[str, int] = field(default_factory=lambda: {"global": 2})  # global / local / cutout counts
     task_weights: Optional[Dict[str, float]] = None  # None: MULAN's published weights (BYOL 1 each, SimSiam 1/3)
     per_view_predictor: bool = True  # multi-task: one predictor per view type (MULAN); False shares one
-    tau: float = 0.996  # BYOL: EMA from tau to 1 by a cosine over training
+    tau: float = 0.996  # BYOL: EMA rate, from tau to tau_end by a cosine over training
+    tau_end: float = 1.0  # the EMA rate at the end (tau_end = tau: constant, as lightly's CIFAR-10 benchmark)
     stop_gradient: bool = True  # SimSiam ablation: False lets gradients through the target branch (collapses)
 
 
@@ -86,9 +89,9 @@ class OptimConfig:
     lr: float = 7.2  # peak learning rate at batch ref_batch (and min_lr with it)
     ref_batch: Optional[int] = None  # the global batch the reference publishes lr for; None: lr as is, any batch
     lr_scaling: str = "linear"  # how lr follows batch_size / ref_batch: linear (BYOL, SimSiam, MULAN) | sqrt | none
-    weight_decay: float = 1e-6
+    weight_decay: float = 1e-6  # on weights; biases, norms and tokens excluded (below)
     weight_decay_end: Optional[float] = None  # cosine from weight_decay to this over training; None: constant
-    momentum: float = 0.9
+    momentum: float = 0.9  # lars, sgd
     betas: Tuple[float, float] = (0.9, 0.999)  # adamw
     eta: float = 0.001  # LARS trust coefficient
     clip_lars_lr: bool = False  # layer rate min(eta ||w|| / (||g|| + wd ||w||), lr), solo-learn's clip_lars_lr
@@ -96,32 +99,32 @@ class OptimConfig:
     exclude_tokens: bool = True  # the backbone's no_weight_decay() (position embeddings, class / register tokens,
     #                              Swin's relative position tables): no weight decay
     clip_grad: Optional[float] = None  # clip the global gradient norm of the trained parameters to this; None: off
-    warmup_epochs: float = 10.0
-    min_lr: float = 0.0
+    warmup_epochs: float = 10.0  # linear warmup from 0, then a cosine to min_lr
+    min_lr: float = 0.0  # the cosine's floor, at ref_batch as lr
     fixed_predictor_lr: bool = False  # SimSiam: predictors keep the peak lr (no warmup, no decay)
 
 
 @dataclass
 class Config:
-    name: str = "run"
+    name: str = "run"  # the run's name: its folder runs/{name}, and which recipe a release comes from
     model: str = "byol_r50"  # zoo or timm name of the backbone (a timm model with feature_info)
     model_kwargs: Dict[str, Any] = field(default_factory=dict)  # timm create_model arguments, e.g. drop_path_rate
-    epochs: int = 200
+    epochs: int = 200  # the schedules' length (lr, weight decay, EMA tau)
     batch_size: int = 4096  # global, over all processes
     max_steps: Optional[int] = None  # stop after this many steps, keeping the schedule of `epochs`
-    seed: int = 0
+    seed: int = 0  # model init and every draw of the data pipeline, a function of (seed, step)
     device: str = "auto"  # auto (cuda when available) | cuda | cpu
     amp: str = "bf16"  # bf16 | none
-    channels_last: bool = True
+    channels_last: bool = True  # NHWC activations (faster convolutions under bf16 on GPUs)
     compile: Any = "none"  # none (eager) | default | max-autotune | reduce-overhead: train/step.py; true/false: default/none
-    sync_bn: bool = True
-    out_dir: str = "runs/{name}"
+    sync_bn: bool = True  # BatchNorm statistics over all processes (SyncBatchNorm; gloo: a CPU twin)
+    out_dir: str = "runs/{name}"  # checkpoints, config.yaml, log.jsonl, tb/
     resume: str = "auto"  # auto: continue from out_dir/last.pt if it exists; none; or a checkpoint path
     checkpoint_every: int = 500  # steps
     keep_checkpoints: int = 2  # last.pt plus the newest step-XXXXXXX.pt; a corrupt last.pt falls back on them
     log_every: int = 50  # steps
-    tensorboard: bool = True
-    progress: bool = True
+    tensorboard: bool = True  # also log to out_dir/tb
+    progress: bool = True  # a progress bar on the main process
     data: DataConfig = field(default_factory=DataConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -221,6 +224,7 @@ _CHECKS = [
     ("method.views", lambda v: all(n >= 0 for n in v.values()), "view counts >= 0"),
     ("method.task_weights", lambda v: v is None or all(w >= 0 for w in v.values()), "weights >= 0, or null"),
     ("method.tau", _probability, "an EMA rate in [0, 1]"),
+    ("method.tau_end", _probability, "an EMA rate in [0, 1]"),
     ("optim.name", lambda v: v in ("lars", "sgd", "adamw"), "lars, sgd or adamw"),
     ("optim.lr", lambda v: v > 0, "a number > 0"),
     ("optim.ref_batch", lambda v: v is None or v >= 1, "an integer >= 1, or null to use lr as is"),
@@ -330,5 +334,44 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     return value
 
 
+def reference_markdown() -> str:
+    """docs/training.md's config reference: every key, its default and the comment beside it in this file."""
+    rows = ["| key | default | what |", "|---|---|---|"]
+
+    def walk(cls: type, prefix: str) -> None:
+        comments = _field_comments(cls)
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if dataclasses.is_dataclass(default):
+                walk(type(default), f"{prefix}{f.name}.")
+                continue
+            value = _plain(default)
+            shown = "null" if value is None else str(value).replace("|", "\\|")
+            rows.append(f"| `{prefix}{f.name}` | `{shown}` | {comments.get(f.name, '').replace('|', '/')} |")
+
+    walk(Config, "")
+    return "\n".join(rows) + "\n"
+
+
+def _field_comments(cls: type) -> Dict[str, str]:
+    """{field: the comment on its line and the comment lines below it} from the class's source."""
+    comments: Dict[str, str] = {}
+    last = None
+    for line in inspect.getsource(cls).splitlines()[1:]:
+        field_line = re.match(r"\s+(\w+): [^#]*?(?:#\s*(.*))?$", line)
+        if field_line and not line.strip().startswith("#"):
+            last = field_line.group(1)
+            comments[last] = (field_line.group(2) or "").strip()
+        elif line.strip().startswith("#") and last:
+            comments[last] += " " + line.strip().lstrip("#").strip()
+        elif line.strip():
+            last = None
+    return comments
+
+
 __all__ = ["AugmentConfig", "Config", "DataConfig", "MethodConfig", "OptimConfig", "check", "check_paths", "config_from_dict", "load_config",
            "to_dict"]
+
+
+if __name__ == "__main__":  # python -m train.config: the config reference of docs/training.md
+    print(reference_markdown(), end="")

@@ -7,6 +7,8 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 from torch import nn
 
+from ladder_zoo.device import resolve_device
+
 
 @dataclass
 class Dist:
@@ -21,7 +23,7 @@ class Dist:
 
 def setup(device: str = "auto") -> Dist:
     """Join the process group torchrun describes (WORLD_SIZE, RANK, LOCAL_RANK), or run as a single process."""
-    cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    cuda = resolve_device(device).type == "cuda"  # CUDA asked for where there is none: one line
     world = int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if world > 1 and not dist.is_initialized():

@@ -1,18 +1,18 @@
 """Export a pretraining checkpoint as a Hub repository folder that ladder_zoo loads.
 
     python -m train.export runs/R/last.pt --out hub/ladder-zoo/ladder_byol_r18_cifar.cifar10_200ep \\
-        [--dtype fp16|fp32] [--eval runs/R/eval.json] [--register] [--push-to-hub [REPO_ID]]
+        [--dtype fp16|fp32] [--eval runs/R/eval.json] [--register] [--push-to-hub [REPO_ID]] [--max-shard-size 24MB]
     python -m train.export hub/ladder-zoo/NAME.TAG --eval EVAL.json [--register]     (evaluated after the export)
 
-Writes config.json, model.safetensors (shards past 24 MB) and a README.md card with the recipe, the training
-state and any evaluation figures. Any run exports under any tag (``--out runs/R/export/<arch>.my_test``) and
-loads by path: ``create_model(arch, checkpoint_path=folder)``. ``--register`` is for releases: a declared tag
-(``ladder-zoo list``) exported from a run that finished its recipe; it records every file's sha256 in the tracked
-``ladder_zoo/releases.json`` so ``create_model(name, pretrained=True)`` loads it (from the Hub, its cache, or this
-folder); ``--push-to-hub`` uploads the folder with huggingface_hub (and records the commit when registering).
-An exported folder given in place of the checkpoint gets the evaluation ``--eval`` names (one that ran after the
-export, on another machine or once the run's checkpoints were gone): card and config.json as ``--eval`` writes
-them, the weights untouched; ``--register`` then re-records a release's sha256.
+Writes config.json, model.safetensors (in shards past ``--max-shard-size``, default 24 MB) and a README.md card with
+the recipe, the training state and any evaluation figures. Any run exports under any tag
+(``--out runs/R/export/<arch>.my_test``) and loads by path: ``create_model(arch, checkpoint_path=folder)``.
+``--register`` is for releases: a declared tag (``ladder-zoo list``) exported from a run that finished its recipe;
+it records every file's sha256 in the tracked ``ladder_zoo/releases.json`` so ``create_model(name, pretrained=True)``
+loads it (from the Hub, its cache, or this folder); ``--push-to-hub`` uploads the folder with huggingface_hub (and
+records the commit when registering). An exported folder given in place of the checkpoint gets the evaluation
+``--eval`` names (one that ran after the export, on another machine or once the run's checkpoints were gone): card
+and config.json as ``--eval`` writes them, the weights untouched; ``--register`` then re-records a release's sha256.
 """
 import argparse
 import json
@@ -24,23 +24,22 @@ from typing import Optional, Sequence
 import torch
 import yaml
 
-from ladder_zoo import hub, load_ssl_checkpoint, models
+from ladder_zoo import hub, models
 from ladder_zoo.errors import WeightsError
-from ladder_zoo.models import ARCHITECTURES
-from ladder_zoo.publish import register_release, write_hub_folder
-from ladder_zoo.weights import SSLCheckpoint
+from ladder_zoo.models import MODELS
+from ladder_zoo.publish import HUB_MAX_SHARD_SIZE, register_release, with_evaluation, write_hub_folder
 
+from .checkpoint import SSLCheckpoint, load_ssl_checkpoint
 from .config import recipe_file
 
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
 TAG = re.compile(r"[A-Za-z0-9_-]+")
-EVALUATION = "\n## Evaluation\n\n"  # the card's evaluation section starts here
 
 
 def check_release(ckpt: SSLCheckpoint, checkpoint: Path, out: Path) -> None:
     """``--register`` records a release: only a declared tag, from a run of its own recipe that finished."""
     arch, _, tag = out.name.partition(".")
-    declared = [t for t in models.default_cfgs[arch].tags if t] if arch in ARCHITECTURES else []
+    declared = [t for t in models.default_cfgs[arch].tags if t] if arch in MODELS else []
     if tag not in declared:
         raise ValueError(f"--register records release tags only ({arch}: {', '.join(declared) or 'none declared'}); "
                          f"'{tag}' is a run's own export: load it by path, create_model('{arch}', "
@@ -52,20 +51,20 @@ def check_release(ckpt: SSLCheckpoint, checkpoint: Path, out: Path) -> None:
     shortened = ckpt.config["epochs"] != planned
     if ckpt.config["name"] != recipe or ckpt.step < total or shortened:
         epochs = f" ({ckpt.config['epochs']} epochs, the recipe's {planned})" if shortened else ""
-        raise ValueError(f"--register records finished runs of {hub.recipe_path(arch, tag)}; {checkpoint} is recipe "
+        raise ValueError(f"--register records finished runs of {models.recipe_path(arch, tag)}; {checkpoint} is recipe "
                          f"'{ckpt.config['name']}' at step {ckpt.step} of {total}{epochs}. Export it without "
                          "--register (it loads by path)")
 
 
 def export(checkpoint: Path, out: Path, dtype: str = "fp16", eval_json: Optional[Path] = None,
-           release: bool = False) -> Path:
+           release: bool = False, max_shard_size: str = HUB_MAX_SHARD_SIZE) -> Path:
     """Write the Hub folder ``out`` of the checkpoint's online backbone; ``release``: only if ``check_release``
     passes (nothing is written otherwise)."""
     ckpt = load_ssl_checkpoint(checkpoint)
     if release:
         check_release(ckpt, checkpoint, out)
     arch = ckpt.model_name
-    if arch not in ARCHITECTURES:
+    if arch not in MODELS:
         raise ValueError(f"{checkpoint} trained '{arch}', which is not a ladder-zoo name; only zoo models export.")
     name, _, tag = out.name.partition(".")
     if name != arch or not TAG.fullmatch(tag):
@@ -78,27 +77,23 @@ def export(checkpoint: Path, out: Path, dtype: str = "fp16", eval_json: Optional
     if evaluation:
         extra["evaluation"] = evaluation
     return write_hub_folder(out, arch, tag, ckpt.backbone_state_dict(), dtype=DTYPES[dtype],
-                            card_body=_card_body(ckpt, epochs_done, evaluation), extra=extra)
+                            card_body=_card_body(ckpt, epochs_done), extra=extra, max_shard_size=max_shard_size)
 
 
-def _card_body(ckpt, epochs_done: float, evaluation: Optional[dict]) -> str:
+def _card_body(ckpt, epochs_done: float) -> str:
     cfg = ckpt.config
     lines = [
         "",
         "## Training",
-        f"Recipe `{cfg['name']}` ({cfg['epochs']} epochs planned), exported after step {ckpt.step} "
+        f"Run `{cfg['name']}` ({cfg['epochs']} epochs planned), exported after step {ckpt.step} "
         f"({epochs_done:.1f} epochs), global batch {cfg['batch_size']}, levels `{cfg['method']['levels']}` "
-        f"over {cfg['method']['base']}.",
+        f"over {cfg['method']['base']}. Its config:",
         "",
         "```yaml",
         yaml.safe_dump(cfg, sort_keys=False).rstrip(),
         "```",
     ]
-    return "\n".join(lines) + "\n" + (_evaluation_section(evaluation) if evaluation else "")
-
-
-def _evaluation_section(evaluation: dict) -> str:
-    return f"{EVALUATION}\n```json\n{json.dumps(evaluation, indent=2)}\n```\n"
+    return "\n".join(lines) + "\n"
 
 
 def attach_evaluation(folder: Path, eval_json: Path) -> Path:
@@ -108,13 +103,14 @@ def attach_evaluation(folder: Path, eval_json: Path) -> Path:
     if not config_path.is_file() or not card_path.is_file():
         raise ValueError(f"{folder} holds no config.json and README.md: not a folder train.export wrote")
     config, evaluation = json.loads(config_path.read_text()), json.loads(eval_json.read_text())
-    if evaluation.get("model") != config["architecture"]:
-        raise ValueError(f"{eval_json} evaluates {evaluation.get('model')!r}, not {folder}'s {config['architecture']}: "
+    name = config.get("ladder_zoo", {}).get("name") or config["architecture"]
+    if evaluation.get("model") != name:
+        raise ValueError(f"{eval_json} evaluates {evaluation.get('model')!r}, not {folder}'s {name}: "
                          f"evaluate the folder itself (python -m train.eval {folder})")
     config["ladder_zoo"]["evaluation"] = evaluation
     config_path.write_text(json.dumps(config, indent=2) + "\n")
-    card = card_path.read_text().split(EVALUATION)[0].rstrip("\n") + "\n"
-    card_path.write_text(card + _evaluation_section(evaluation))
+    tag = config["pretrained_cfg"]["tag"]
+    card_path.write_text(with_evaluation(card_path.read_text(), name, tag, config["pretrained_cfg"], evaluation))
     return folder
 
 
@@ -139,6 +135,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "finished run of its recipe)")
     parser.add_argument("--push-to-hub", nargs="?", const="", metavar="REPO_ID",
                         help="upload the folder (repository id: the last two parts of --out unless given)")
+    parser.add_argument("--max-shard-size", default=HUB_MAX_SHARD_SIZE, metavar="SIZE",
+                        help=f"weights past this go into shards, e.g. 15MB (default {HUB_MAX_SHARD_SIZE}: hub/'s files "
+                             "stay under 25 MB)")
     args = parser.parse_args(argv)
     source = args.checkpoint
     if source.is_dir():  # an export that gets its evaluation
@@ -158,7 +157,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("--out is required with a checkpoint: the folder hub/<org>/<arch>.<tag> to write")
     else:
         try:
-            folder = export(source, args.out, args.dtype, args.eval, release=args.register)
+            folder = export(source, args.out, args.dtype, args.eval, release=args.register,
+                            max_shard_size=args.max_shard_size)
         except (ValueError, OSError, WeightsError) as e:
             parser.error(str(e))
         repo_id = args.push_to_hub or "/".join(args.out.parts[-2:])

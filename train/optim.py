@@ -1,11 +1,12 @@
-"""LARS, parameter groups (no weight decay / no adaptation for bias and norm parameters) and the lr schedule."""
-import math
+"""Optimizers: LARS, SGD and AdamW over parameter groups (no weight decay / no adaptation for bias and norm
+parameters, none on position embeddings and tokens), and setting a step's rates in them (``schedules.py`` computes
+them)."""
 from typing import Dict, List, Set
 
 import torch
 from torch import nn
 
-from .config import Config, OptimConfig
+from .config import OptimConfig
 
 
 class LARS(torch.optim.Optimizer):
@@ -102,44 +103,14 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, predictors: List[nn.Para
     if cfg.name == "lars":
         return LARS(groups, lr=cfg.lr, momentum=cfg.momentum, eta=cfg.eta, clip_lr=cfg.clip_lars_lr)
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+        optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+        for group in optimizer.param_groups:  # as LARS: state made here, not inside a step captured as a CUDA graph
+            for p in group["params"]:         # (a zero buffer's first step, 0.9 x 0 + g, is SGD's clone of g)
+                optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
+        return optimizer
     if cfg.name == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
     raise ValueError(f"optim.name='{cfg.name}': choose lars, sgd or adamw")
-
-
-LR_SCALING = {"linear": lambda r: r, "sqrt": math.sqrt, "none": lambda r: 1.0}
-
-
-def lr_scale(cfg: Config) -> float:
-    """Factor from the reference batch's rates (``optim.lr``, ``optim.min_lr`` at ``optim.ref_batch``) to this
-    run's ``batch_size``: the reference's rule, e.g. linear as BYOL's 0.2 x batch / 256."""
-    if cfg.optim.ref_batch is None:
-        return 1.0
-    return LR_SCALING[cfg.optim.lr_scaling](cfg.batch_size / cfg.optim.ref_batch)
-
-
-def describe_lr(cfg: Config) -> str:
-    """One start-up line saying which peak rate the run uses and why."""
-    o = cfg.optim
-    if o.ref_batch is None:
-        return f"lr {o.lr:g} (optim.ref_batch unset: not scaled with batch_size {cfg.batch_size})"
-    if o.ref_batch == cfg.batch_size:
-        return f"lr {o.lr:g} at the reference batch {o.ref_batch}"
-    return (f"lr {o.lr:g} is the rate at batch {o.ref_batch}; batch_size {cfg.batch_size} scales it ({o.lr_scaling} "
-            f"rule, optim.lr_scaling) to {o.lr * lr_scale(cfg):.4g}, min_lr to {o.min_lr * lr_scale(cfg):.4g}")
-
-
-def learning_rate(step: int, cfg: Config, steps_per_epoch: int) -> float:
-    """Linear warmup from 0 over ``warmup_epochs``, then a cosine (without restart) to ``min_lr``; both rates
-    scaled from the reference batch (``lr_scale``)."""
-    total = cfg.epochs * steps_per_epoch
-    warmup = round(cfg.optim.warmup_epochs * steps_per_epoch)
-    peak, floor = cfg.optim.lr * lr_scale(cfg), cfg.optim.min_lr * lr_scale(cfg)
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float, peak: float) -> None:
@@ -150,16 +121,6 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float, peak: float) 
             group["lr"].fill_(value)
         else:
             group["lr"] = value
-
-
-def weight_decay(step: int, cfg: Config, steps_per_epoch: int) -> float:
-    """``optim.weight_decay``, or with ``optim.weight_decay_end`` a cosine from it to that over the whole run
-    (DINO's schedule; MULAN declares ``--wd-end`` but its main.py never reads it: constant)."""
-    o = cfg.optim
-    if o.weight_decay_end is None:
-        return o.weight_decay
-    progress = step / max(1, cfg.epochs * steps_per_epoch - 1)
-    return o.weight_decay_end + (o.weight_decay - o.weight_decay_end) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def set_weight_decay(optimizer: torch.optim.Optimizer, wd: float) -> None:

@@ -17,15 +17,16 @@ import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 
-from . import checkpoint, distributed, preemption
-from ladder_zoo.models import ARCHITECTURES
+from ladder_zoo.errors import WeightsError
+from ladder_zoo.models import MODELS
 
+from . import checkpoint, distributed, preemption
 from .config import Config, check, check_paths, load_config, to_dict
 from .data import build_pipeline
-from .methods import build_model
-from .methods.byol import ema_tau
-from .optim import build_optimizer, describe_lr, learning_rate, lr_scale, set_learning_rate, set_weight_decay, weight_decay
+from .model import build_model
+from .optim import build_optimizer, set_learning_rate, set_weight_decay
 from .runlog import RunLog
+from .schedules import describe_lr, ema_tau, learning_rate, lr_scale, weight_decay
 from .step import build_step
 
 
@@ -43,6 +44,7 @@ def train(cfg: Config) -> Path:
 
 def _train(cfg: Config, preempt: preemption.Watch) -> Path:
     env = distributed.setup(cfg.device)
+    torch.backends.cudnn.benchmark = True  # fixed shapes every step: the fastest convolution algorithms, found once
     torch.manual_seed(cfg.seed)
     run_dir = cfg.run_dir
     data = build_pipeline(cfg, env.rank, env.world, env.device)
@@ -84,8 +86,8 @@ def _train(cfg: Config, preempt: preemption.Watch) -> Path:
         set_learning_rate(optimizer, learning_rate(step, cfg, steps_per_epoch), cfg.optim.lr * lr_scale(cfg))
         if cfg.optim.weight_decay_end is not None:
             set_weight_decay(optimizer, weight_decay(step, cfg, steps_per_epoch))
-        out = train_step(forward, update, optimizer, views, autocast, ema_tau(step, total, cfg.method.tau),
-                         cfg.optim.clip_grad)
+        tau = ema_tau(step, total, cfg.method.tau, cfg.method.tau_end)
+        out = train_step(forward, update, optimizer, views, autocast, tau, cfg.optim.clip_grad)
         nonfinite += ~torch.isfinite(out["loss"].detach())
         log.accumulate(out)
         log.step()
@@ -97,7 +99,7 @@ def _train(cfg: Config, preempt: preemption.Watch) -> Path:
             _guard(nonfinite, model, checked, done, run_dir)
             checked = done
             log.flush(done, {"epoch": done / steps_per_epoch, "lr": learning_rate(step, cfg, steps_per_epoch),
-                             "tau": ema_tau(step, total, cfg.method.tau), "bad_images": len(data.bad_images)})
+                             "tau": tau, "bad_images": len(data.bad_images)})
             if len(data.bad_images) > reported_bad:
                 log.message(f"skipped unreadable images (replaced by the next readable one): "
                             f"{', '.join(data.bad_images[reported_bad:])}")
@@ -121,7 +123,7 @@ def train_step(forward, update, optimizer: torch.optim.Optimizer, views, autocas
     forward's outputs."""
     with autocast:
         out = forward(views)
-    optimizer.zero_grad(set_to_none=True)
+    optimizer.zero_grad(set_to_none=not update.static_grads)  # CUDA graphs read the gradients where they are
     out["loss"].backward()
     if clip_grad:
         torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"] if p.grad is not None],
@@ -132,7 +134,7 @@ def train_step(forward, update, optimizer: torch.optim.Optimizer, views, autocas
 
 def _check_normalisation(cfg: Config, backbone: torch.nn.Module) -> None:
     """A zoo model's exported weights declare its pretrained_cfg mean / std: training must use the same."""
-    if cfg.model not in ARCHITECTURES:
+    if cfg.model not in MODELS:
         return
     declared = backbone.pretrained_cfg
     for key in ("mean", "std"):
@@ -167,6 +169,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(str(e))
     try:
         train(cfg)
+    except (ValueError, FileNotFoundError, WeightsError) as e:  # bad input met after start-up: one line, no traceback
+        print(f"train.pretrain: error: {e}", file=sys.stderr)
+        return 2
     except preemption.Preempted as e:
         print(f"train.pretrain: {e}", file=sys.stderr)
         return preemption.PREEMPTED_EXIT_CODE

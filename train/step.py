@@ -42,6 +42,8 @@ class Update:
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, mode: str, device: torch.device):
         self.model, self.optimizer = model, optimizer
         self.compiled = None
+        # replayed as CUDA graphs, the update reads the gradients at fixed addresses: zeroed in place, never freed
+        self.static_grads = mode == "reduce-overhead"
         # AdamW takes a tensor lr only with capturable=True: its step stays eager (a float lr that changes every
         # step would recompile a graph every step), the EMA update is compiled alone
         self.eager_optimizer = mode == "none" or isinstance(optimizer, torch.optim.AdamW)

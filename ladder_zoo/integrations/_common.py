@@ -5,8 +5,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from .. import create_model
-from ..models import LEVELS, level_names
+from ..factory import create_model
+from ..models import ARCHS, LEVELS, MODELS, level_names
 
 STAGE_MODULES = (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))  # stem, res2..res5
 
@@ -60,12 +60,37 @@ def pixel_stats(model: nn.Module, scale: float = 255.0) -> Dict[str, List[float]
     return {"mean": [round(m * scale, 4) for m in cfg["mean"]], "std": [round(s * scale, 4) for s in cfg["std"]]}
 
 
+def family(name: str) -> str:
+    """The ``models.FAMILIES`` row of a zoo name (with or without tag); "" for a name outside the zoo."""
+    model = MODELS.get(name.split(".")[0])
+    return ARCHS[model.arch].family if model else ""
+
+
+def refuse_cifar_stem(name: str) -> None:
+    """Detection backbones need an ImageNet stem: a CIFAR-stem ResNet (32 px weights, res2..res5 at strides 1..8)
+    under an 800 px detector runs its FPN at stride 1, silently and for minutes per image."""
+    if family(name) == "cifar_resnet":
+        raise ValueError(
+            f"{name} has the CIFAR stem (weights trained on 32 px images, res2..res5 at strides 1..8): a detector's "
+            "800 px inputs would put its FPN at stride 1. Use an ImageNet-stem name (r18 / r50: strides 4..32)."
+        )
+
+
 def model_to_convert(name: str, checkpoint: Optional[str] = None, revision: Optional[str] = None) -> nn.Module:
     """The zoo model whose weights a converter writes: the tag's pretrained weights, or ``checkpoint``'s.
-    CIFAR-stem names are refused: detectron2's and mmdet's ResNet cannot hold their stem."""
-    if name.split(".")[0].endswith("_cifar"):
+    Only ImageNet-stem ResNets convert: detectron2's and mmdet's ResNet cannot hold a CIFAR stem or a transformer."""
+    if family(name) == "cifar_resnet":
         raise ValueError(
             f"{name} has the CIFAR stem (3x3 stride-1 conv1, no max-pool), which detectron2's and mmdet's ResNet "
             "cannot hold; convert an r18 / r50 name, or use the ladder_zoo backbone adapters directly."
         )
+    if family(name) != "resnet":
+        raise ValueError(f"{name} is not a ResNet: detectron2's and mmdet's ResNet cannot hold it; convert an r18 / "
+                         "r50 name, or use the ladder_zoo backbone adapters directly.")
     return create_model(name, pretrained=checkpoint is None, checkpoint_path=checkpoint, revision=revision)
+
+
+def resnet_depth(model: nn.Module) -> int:
+    """18, 34, 50, 101 ...: the depth of a timm ResNet, counted from its blocks."""
+    blocks = [b for layer in (model.layer1, model.layer2, model.layer3, model.layer4) for b in layer]
+    return len(blocks) * (3 if hasattr(blocks[0], "conv3") else 2) + 2

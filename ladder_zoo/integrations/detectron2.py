@@ -27,9 +27,10 @@ from typing import Dict, Mapping
 
 import torch
 
-from .. import create_model
+from ..factory import create_model
 from ..models import LEVELS
-from ._common import feature_specs, freeze_levels, frozen_batchnorm, model_to_convert, pixel_stats
+from ._common import (feature_specs, freeze_levels, frozen_batchnorm, model_to_convert, pixel_stats,
+                      refuse_cifar_stem, resnet_depth)
 
 
 def convert_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -47,13 +48,14 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torc
 
 
 def convert(name: str, out: Path, checkpoint: str = None, revision: str = None) -> Dict[str, list]:
-    """Write ``name``'s weights (or ``checkpoint``'s) for detectron2's ResNet; returns the pixel mean / std."""
+    """Write ``name``'s weights (or ``checkpoint``'s) for detectron2's ResNet; returns the pixel mean / std and
+    the ResNet's depth."""
     model = model_to_convert(name, checkpoint, revision)
     weights = {k: v.detach().float().numpy() for k, v in convert_state_dict(model.state_dict()).items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "wb") as f:
         pickle.dump({"model": weights, "__author__": "ladder-zoo", "matching_heuristics": True}, f)
-    return pixel_stats(model)
+    return {**pixel_stats(model), "depth": resnet_depth(model)}
 
 
 try:
@@ -82,6 +84,7 @@ if BACKBONE_REGISTRY is not None:
         def __init__(self, name: str, out_features=("res2", "res3", "res4", "res5"), pretrained: bool = True,
                      checkpoint: str = "", freeze_at: int = 2, norm: str = "FrozenBN"):
             super().__init__()
+            refuse_cifar_stem(name)
             unknown = [f for f in out_features if f not in LEVELS[1:]]
             if unknown or not out_features:
                 raise ValueError(f"MODEL.LADDER_ZOO.OUT_FEATURES={list(out_features)}: "

@@ -32,6 +32,7 @@ except ImportError as e:  # detectron2 is not on PyPI
     sys.exit(f"ladder_zoo.integrations.detectron2_train needs detectron2 ({e}): install it from source "
              "(https://detectron2.readthedocs.io/en/latest/tutorials/install.html)")
 
+from ..device import resolve_device
 from .detectron2 import add_ladder_zoo_config
 
 
@@ -98,6 +99,10 @@ def setup(args):
     add_ladder_zoo_config(cfg)
     cfg.merge_from_file(config_file(args.config_file))
     cfg.merge_from_list(args.opts)
+    try:  # detectron2's default MODEL.DEVICE is cuda: on a machine without one, one line instead of a traceback
+        resolve_device(cfg.MODEL.DEVICE, "MODEL.DEVICE", " ")
+    except ValueError as e:
+        raise SystemExit(f"ladder_zoo.integrations.detectron2_train: {e}") from None
     cfg.freeze()
     default_setup(cfg, args)
     return cfg

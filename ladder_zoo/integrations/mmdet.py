@@ -20,8 +20,8 @@ from typing import Dict, Optional, Sequence
 
 import torch
 
-from .. import create_model
-from ._common import freeze_levels, model_to_convert, pixel_stats
+from ..factory import create_model
+from ._common import freeze_levels, model_to_convert, pixel_stats, refuse_cifar_stem, resnet_depth
 
 SCHEME = "ladder-zoo://"
 
@@ -32,12 +32,13 @@ def convert_state_dict(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.T
 
 
 def convert(name: str, out: Path, checkpoint: Optional[str] = None, revision: Optional[str] = None) -> Dict[str, list]:
-    """Write ``name``'s weights (or ``checkpoint``'s) as an mmdet ResNet checkpoint; returns pixel mean / std."""
+    """Write ``name``'s weights (or ``checkpoint``'s) as an mmdet ResNet checkpoint; returns pixel mean / std and
+    the ResNet's depth."""
     model = model_to_convert(name, checkpoint, revision)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": convert_state_dict(model.state_dict()),
                 "meta": {"ladder_zoo": name, **pixel_stats(model)}}, out)
-    return pixel_stats(model)
+    return {**pixel_stats(model), "depth": resnet_depth(model)}
 
 
 try:
@@ -69,6 +70,7 @@ if MODELS is not None:
                      norm_eval: bool = True, pretrained: bool = True, checkpoint: Optional[str] = None,
                      init_cfg: Optional[dict] = None, **create_kwargs):
             super().__init__(init_cfg)
+            refuse_cifar_stem(name)
             from_init_cfg = bool(init_cfg) and init_cfg.get("type") == "Pretrained"
             self.body = create_model(name, features_only=True, out_indices=tuple(out_indices),
                                      pretrained=pretrained and not checkpoint and not from_init_cfg,

@@ -16,8 +16,8 @@ from torchvision.models.segmentation.fcn import FCN, FCNHead
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, FeaturePyramidNetwork, LastLevelMaxPool, LastLevelP6P7
 
-from .. import create_model
-from ._common import freeze_levels, frozen_batchnorm
+from ..factory import create_model
+from ._common import family, freeze_levels, frozen_batchnorm, refuse_cifar_stem
 
 
 def zoo_backbone(name: str, pretrained: bool = True, trainable_layers: int = 3, **kwargs) -> nn.Module:
@@ -25,6 +25,7 @@ def zoo_backbone(name: str, pretrained: bool = True, trainable_layers: int = 3, 
     4 stages) frozen."""
     if not 0 <= trainable_layers <= 5:
         raise ValueError(f"trainable_layers={trainable_layers}: 0 (all frozen) to 5 (all trainable)")
+    refuse_cifar_stem(name)
     model = frozen_batchnorm(create_model(name, pretrained=pretrained, **kwargs))
     freeze_levels(model, 5 - trainable_layers)
     return model
@@ -109,7 +110,7 @@ def fcn(name: str, num_classes: int, pretrained: bool = True, output_stride: int
     """FCN-style segmentation on res5 at ``output_stride`` (dilated, as the paper's FCN-D8), fully fine-tuned with
     ordinary BatchNorm (mmsegmentation's FCN uses SyncBN): logits at input size. Normalise inputs with the mean /
     std of ``model.backbone.pretrained_cfg``."""
-    extra = {} if name.split(".")[0].endswith("_cifar") else {"output_stride": output_stride}
+    extra = {} if family(name) == "cifar_resnet" else {"output_stride": output_stride}
     model = create_model(name, pretrained=pretrained, **extra, **kwargs)
     body = IntermediateLayerGetter(model, {"layer4": "out"})
     body.pretrained_cfg = model.pretrained_cfg

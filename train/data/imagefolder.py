@@ -28,12 +28,13 @@ class ImageFolder:
         self._tar_handle: Optional[Tuple[int, object]] = None
         self._blobs: Optional[List[bytes]] = None
         self._offsets: Optional[List[Tuple[int, int]]] = None
+        self._top: List[str] = []  # the first-level folders seen, to name them when the split is not among them
         if self.path.is_dir():
             entries = self._scan_folder()
         else:
             entries = self._scan_tar()
         if not entries:
-            raise FileNotFoundError(f"no images under {self.path}{'/' + self.split if self.split else ''}/<class>/")
+            raise FileNotFoundError(self._nothing_found())
         self.classes = sorted({cls for cls, _ in entries})
         class_index = {c: i for i, c in enumerate(self.classes)}
         self.names = [name for _, name in entries]
@@ -63,8 +64,21 @@ class ImageFolder:
         raise RuntimeError(f"no decodable image in {self.path}")
 
     # --- listing -------------------------------------------------------------------------------------------
+    def _nothing_found(self) -> str:
+        where = f"{self.path}{'/' + self.split if self.split else ''}/<class>/<image>"
+        top = sorted(set(self._top))
+        if self.split and self.split not in top:
+            listed = ", ".join(top[:5]) + (", ..." if len(top) > 5 else "") if top else "no folders"
+            return (f"data.path={self.path} has no '{self.split}' folder (data.split={self.split}); it holds {listed}. "
+                    f"Set data.split to the folder of the split, or data.split= (empty) when {self.path} holds the "
+                    "class folders itself")
+        return f"no images under {where} ({', '.join(IMAGE_SUFFIXES)})"
+
     def _scan_folder(self) -> List[Tuple[str, str]]:
+        self._top = [d.name for d in os.scandir(self.path) if d.is_dir()]
         root = self.path / self.split if self.split else self.path
+        if not root.is_dir():
+            return []
         entries = []
         for cls in sorted(d.name for d in os.scandir(root) if d.is_dir()):
             for f in sorted(os.listdir(root / cls)):
@@ -79,6 +93,8 @@ class ImageFolder:
         with tarfile.open(self.path, "r:*" if in_memory else "r:") as tar:
             for m in tar:
                 name = m.name[2:] if m.name.startswith("./") else m.name
+                if m.isdir() or "/" in name:
+                    self._top.append(name.split("/")[0])
                 parts = name[len(prefix):].split("/")
                 if m.isfile() and name.startswith(prefix) and len(parts) == 2 and name.lower().endswith(IMAGE_SUFFIXES):
                     found.append((parts[0], m.name, tar.extractfile(m).read() if in_memory else (m.offset_data, m.size)))

@@ -18,11 +18,12 @@ from typing import List, Optional, Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
+from ladder_zoo.device import resolve_device
 from ladder_zoo.errors import WeightsError
 
 from ..config import DataConfig, config_from_dict, load_config, recipe_file
 from ..data import ImageFolder
-from .features import across_classes, class_balanced, load_backbone, pooled_features
+from .features import across_classes, class_balanced, backbone_from, pooled_features
 from .gradmaps import gradient_maps
 from .knn import knn_accuracy
 from .linear import linear_probe
@@ -43,7 +44,7 @@ def recipe_data(model, meta: dict) -> DataConfig:
 
 
 def evaluate(source: str, args, train_set: ImageFolder, test_set: ImageFolder, device: torch.device) -> dict:
-    model, name, meta = load_backbone(source)
+    model, name, meta = backbone_from(source)
     label = Path(source).name if Path(source).is_dir() else name + (f"@{meta['step']}" if "step" in meta else "")
     train_idx = class_balanced(train_set.labels, args.per_class, args.seed)
     test_idx = class_balanced(test_set.labels, args.per_class, args.seed)
@@ -94,11 +95,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(args.device)
+    try:
+        device = resolve_device(args.device, "--device")
+    except ValueError as e:  # one line, as every input error of the command
+        print(f"python -m train.eval: error: {e}", file=sys.stderr)
+        return 2
     sets: List[ImageFolder] = []
     results = []
     for source in args.sources:

@@ -11,25 +11,25 @@ from tqdm import tqdm
 
 import ladder_zoo
 from ladder_zoo.models import level_names
-from ladder_zoo.weights import SSLCheckpoint
 
+from ..checkpoint import SSLCheckpoint, load_ssl_checkpoint
 from ..data import ImageFolder, usable_workers
-from ..methods import build_backbone
+from ..model import build_backbone
 
 
-def load_backbone(source: str) -> Tuple[nn.Module, str, dict]:
+def backbone_from(source: str) -> Tuple[nn.Module, str, dict]:
     """(plain backbone, its name, what is known of its training) from a train/ checkpoint, a Hub-layout folder
     (config.json) or a zoo name with a published tag."""
     path = Path(source)
     if path.is_file():
-        ckpt = ladder_zoo.load_ssl_checkpoint(path)
+        ckpt = load_ssl_checkpoint(path)
         model = build_backbone(ckpt.model_name, **ckpt.config.get("model_kwargs", {}))  # e.g. a ViT's patch size
         model.load_state_dict(ckpt.backbone_state_dict())
         return model, ckpt.model_name, {"step": ckpt.step, "epochs": ckpt.epoch, "recipe": ckpt.config["name"],
                                         "config": ckpt.config, "checkpoint": ckpt}
     if path.is_dir():
         config = json.loads((path / "config.json").read_text())
-        name = config["architecture"]
+        name = config.get("ladder_zoo", {}).get("name") or config["architecture"]
         return ladder_zoo.create_model(name, checkpoint_path=path), name, dict(config.get("ladder_zoo", {}))
     return ladder_zoo.create_model(source, pretrained=True), source.split(".")[0], {"tag": source}
 
@@ -103,4 +103,4 @@ def class_balanced(labels: torch.Tensor, per_class: int, seed: int = 0) -> List[
     return sorted(picked)
 
 
-__all__ = ["SSLCheckpoint", "across_classes", "class_balanced", "eval_transform", "levels_of", "load_backbone", "pooled_features"]
+__all__ = ["SSLCheckpoint", "across_classes", "class_balanced", "eval_transform", "levels_of", "backbone_from", "pooled_features"]

@@ -6,12 +6,12 @@ from typing import Dict
 import torch
 
 from ladder_zoo.models import level_names
-from ladder_zoo.weights import SSLCheckpoint
 
+from ..checkpoint import SSLCheckpoint
 from ..config import config_from_dict
 from ..data.gpu_augment import Draw, augment_view
 from ..data.views import view_specs
-from ..methods import build_model
+from ..model import build_model
 
 
 def gradient_maps(ckpt: SSLCheckpoint, images: torch.Tensor, device: torch.device, seed: int = 0) -> Dict[str, torch.Tensor]:
