@@ -1,7 +1,10 @@
-"""Fixtures: the committed CIFAR-10 sample and a Hub served on 127.0.0.1 (helpers live in helpers.py)."""
+"""Fixtures: the committed CIFAR-10 sample and a Hub served on 127.0.0.1 (helpers live in helpers.py); the order and
+threads of the parallel run (pytest-xdist, pyproject.toml's addopts)."""
 from __future__ import annotations
 
+import importlib
 import json
+import os
 
 import pytest
 
@@ -9,10 +12,54 @@ from helpers import SAMPLE, make_release
 from hub_server import LocalHub
 
 
+# The longest modules first, so that no worker starts one of them last (xdist hands out whole modules in order).
+LONGEST_FIRST = ["test_train_step.py", "test_reliability.py", "test_train_runs.py", "test_integrations.py",
+                 "test_draw.py"]
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each module's own order is kept
+
+
+def pytest_configure(config):
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:  # one core's share of threads each, not every core for every worker
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
 @pytest.fixture
 def hub_server():
     with LocalHub() as hub:
         yield hub
+
+
+@pytest.fixture
+def hub_env(monkeypatch, tmp_path):
+    """``hub_env(env=None, releases=None)``: this process as a fresh interpreter started with ``env`` would see the
+    Hub: ``helpers.run_python``'s environment (a private HF cache, only ``releases`` on record, no local Hub root,
+    no other HF_* / LADDER_ZOO_* variable), and huggingface_hub's constants read again from it (it reads
+    HF_ENDPOINT, HF_HUB_CACHE and HF_HUB_OFFLINE at import). Each call starts over; the end restores both."""
+    from huggingface_hub import constants
+
+    def enter(env=None, releases=None):
+        for key in [k for k in os.environ if k.startswith(("HF_", "LADDER_ZOO_"))]:
+            monkeypatch.delenv(key)
+        record = tmp_path / "hub-env-releases.json"
+        record.write_text(json.dumps(releases or {}))
+        for key, value in {"HF_HUB_CACHE": str(tmp_path / "hf-cache"), "HF_HUB_DISABLE_TELEMETRY": "1",
+                           "LADDER_ZOO_RELEASES": str(record), "LADDER_ZOO_HUB_DIR": "", **(env or {})}.items():
+            monkeypatch.setenv(key, value)
+        importlib.reload(constants)
+
+    yield enter
+    monkeypatch.undo()
+    importlib.reload(constants)
 
 
 @pytest.fixture(scope="session")

@@ -65,6 +65,17 @@ def reference_features(arch: str, state: Dict[str, torch.Tensor], x: torch.Tenso
         return model(x)
 
 
+def run_main(main, argv, capsys) -> subprocess.CompletedProcess:
+    """A command's ``main(argv)`` in this process, as ``subprocess.run`` would report it (exit code, stdout,
+    stderr), for tests where the process boundary is no part of what they check."""
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's parser.error
+        code = e.code
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(argv, code, captured.out, captured.err)
+
+
 def run_python(code: str, tmp_path: Path, env: Optional[Dict[str, str]] = None, releases: Optional[dict] = None):
     """Run ``code`` in a fresh interpreter with a private HF cache, only the given releases on record and no local
     Hub root (``env`` may name one): the test controls every copy of the weights."""

@@ -121,7 +121,7 @@ def test_benchmark_runs_on_the_cpu(tmp_path, capsys):
     from train.bench import main as bench_main
 
     out = tmp_path / "bench.json"
-    assert bench_main(["--device", "cpu", "--batch", "2", "--size", "64", "--steps", "1", "--warmup", "1",
+    assert bench_main(["--device", "cpu", "--batch", "2", "--size", "32", "--steps", "1", "--warmup", "1",
                        "--no-amp", "--workers", "0", "--methods", "byol", "ladder_densebyol", "--jpeg-data",
                        str(SAMPLE), "--cifar", str(SAMPLE), "--cifar-batch", "8", "--cifar-steps", "1",
                        "--out", str(out)]) == 0

@@ -1,33 +1,34 @@
 """Weights through the real huggingface_hub client against a Hub served on 127.0.0.1 (HF_ENDPOINT).
 
-Each load runs in a fresh interpreter: huggingface_hub reads HF_ENDPOINT and HF_HUB_OFFLINE at import.
+Each load sees the Hub as a fresh interpreter with its environment would (the ``hub_env`` fixture: huggingface_hub
+reads HF_ENDPOINT and HF_HUB_OFFLINE at import); where ladder_zoo must not be importable, a fresh interpreter it is.
 """
 import json
+import time
 
 import pytest
 import torch
 
+import ladder_zoo
 from helpers import ROOT, make_release, reference_features, run_python
 
 ARCH, TAG = "byol_r18_cifar", "cifar10_200ep"
-LOAD = """
-import json, sys, torch, ladder_zoo
-kwargs = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {{}}
-torch.manual_seed(0)
-x = torch.randn(2, 3, 32, 32)
-try:
-    model = {create}
-except ladder_zoo.WeightsError as e:
-    print(type(e).__name__ + ": " + str(e))
-    raise SystemExit(3)
-with torch.no_grad():
-    print(json.dumps([f.double().sum().item() for f in model.eval()(x)]))
-"""
 
 
-def load_code(create=f'ladder_zoo.create_model("{ARCH}.{TAG}", pretrained=True, features_only=True, **kwargs)', **kw):
-    code = LOAD.format(create=create)
-    return code.replace("json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}", repr(kw) if kw else "{}")
+def load(hub_env, env=None, releases=None, create=None, **kwargs):
+    """Per-stage feature sums of ``create()`` (default: the released tag through ``ladder_zoo.create_model``), or
+    its ``WeightsError`` as the one line a user sees, with the Hub as ``env`` makes it (``hub_env``)."""
+    hub_env(env, releases)
+    create = create or (lambda: ladder_zoo.create_model(f"{ARCH}.{TAG}", pretrained=True, features_only=True,
+                                                        **kwargs))
+    try:
+        model = create()
+    except ladder_zoo.WeightsError as e:
+        return f"{type(e).__name__}: {e}"
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        return [f.double().sum().item() for f in model.eval()(x)]
 
 
 def sums(state):
@@ -37,8 +38,8 @@ def sums(state):
 
 
 def assert_features(result, state):
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == pytest.approx(sums(state), rel=1e-5)
+    assert isinstance(result, list), result
+    assert result == pytest.approx(sums(state), rel=1e-5)
 
 
 @pytest.fixture
@@ -50,96 +51,85 @@ def published(tmp_path, hub_server):
     return dict(repo=repo, folder=folder, releases={repo: entry}, state=state, commit=commit, env=env)
 
 
-def test_first_download_then_cache_hit_then_offline(tmp_path, hub_server, published):
+def test_first_download_then_cache_hit_then_offline(hub_env, hub_server, published):
     p = published
-    assert_features(run_python(load_code(), tmp_path, p["env"], p["releases"]), p["state"])
+    assert_features(load(hub_env, p["env"], p["releases"]), p["state"])
     assert hub_server.count("GET", "/lfs/") == 1
 
-    hub_server.requests.clear()
-    assert_features(run_python(load_code(), tmp_path, p["env"], p["releases"]), p["state"])
+    hub_server.requests.clear()  # timm's hf-hub: name (ladder_zoo imported) reads the same cached copy
+    timm_name = lambda: __import__("timm").create_model(f"hf-hub:{p['repo']}", pretrained=True, features_only=True)
+    assert_features(load(hub_env, p["env"], p["releases"], timm_name), p["state"])
     assert hub_server.count("GET", "/lfs/") == 0, "a cached released file is read from the cache"
 
     hub_server.requests.clear()
     offline = {**p["env"], "HF_HUB_OFFLINE": "1"}
-    assert_features(run_python(load_code(), tmp_path, offline, p["releases"]), p["state"])
+    assert_features(load(hub_env, offline, p["releases"]), p["state"])
     assert hub_server.requests == []
 
 
-def test_offline_without_cache_says_how_to_fix(tmp_path, published):
+def test_offline_without_cache_says_how_to_fix(hub_env, published):
     p = published
-    r = run_python(load_code(), tmp_path, {**p["env"], "HF_HUB_OFFLINE": "1"}, p["releases"])
-    assert r.returncode == 3, r.stdout + r.stderr
-    assert "WeightsNotFoundError: HF_HUB_OFFLINE is set" in r.stdout
-    assert f"hf download {p['repo']}" in r.stdout and "LADDER_ZOO_HUB_DIR" in r.stdout
+    r = load(hub_env, {**p["env"], "HF_HUB_OFFLINE": "1"}, p["releases"])
+    assert r.startswith("WeightsNotFoundError: HF_HUB_OFFLINE is set"), r
+    assert f"hf download {p['repo']}" in r and "LADDER_ZOO_HUB_DIR" in r
 
 
-def test_pinned_revision_and_changed_main(tmp_path, hub_server, published):
+def test_pinned_revision_and_changed_main(hub_env, tmp_path, hub_server, published):
     """main is overwritten with other bytes: the sha256 check refuses them; the released commit still loads."""
     p = published
     _, other, _, _ = make_release(tmp_path / "other", ARCH, TAG, seed=12)
     hub_server.commit(p["repo"], {q.name: q.read_bytes() for q in other.iterdir()})
 
-    r = run_python(load_code(), tmp_path, p["env"], p["releases"])
-    assert r.returncode == 3 and "WeightsIntegrityError: sha256 mismatch" in r.stdout, r.stdout + r.stderr
-
-    pinned = load_code(revision=p["commit"])
-    assert_features(run_python(pinned, tmp_path, p["env"], p["releases"]), p["state"])
-
-    r = run_python(load_code(revision="v9.9"), tmp_path, p["env"], p["releases"])
-    assert r.returncode == 3 and "has no revision 'v9.9'" in r.stdout, r.stdout + r.stderr
+    r = load(hub_env, p["env"], p["releases"])
+    assert r.startswith("WeightsIntegrityError: sha256 mismatch"), r
+    assert_features(load(hub_env, p["env"], p["releases"], revision=p["commit"]), p["state"])
+    r = load(hub_env, p["env"], p["releases"], revision="v9.9")
+    assert r.startswith("WeightsNotFoundError") and "has no revision 'v9.9'" in r, r
 
 
-def test_corrupted_cache_file_is_refused(tmp_path, published):
+def test_corrupted_cache_file_is_refused(hub_env, tmp_path, published):
     p = published
-    assert_features(run_python(load_code(), tmp_path, p["env"], p["releases"]), p["state"])
+    assert_features(load(hub_env, p["env"], p["releases"]), p["state"])
     blobs = sorted((tmp_path / "hf-cache").glob("models--*/blobs/*"), key=lambda b: b.stat().st_size)
     blob = blobs[-1]  # the weights, the largest blob
     data = bytearray(blob.read_bytes())
     data[len(data) // 2] ^= 0xFF
     blob.write_bytes(bytes(data))
-    r = run_python(load_code(), tmp_path, {**p["env"], "HF_HUB_OFFLINE": "1"}, p["releases"])
-    assert r.returncode == 3, r.stdout + r.stderr
-    assert "WeightsIntegrityError: sha256 mismatch" in r.stdout and "Delete it" in r.stdout
+    r = load(hub_env, {**p["env"], "HF_HUB_OFFLINE": "1"}, p["releases"])
+    assert r.startswith("WeightsIntegrityError: sha256 mismatch") and "Delete it" in r, r
 
 
-def test_timm_hf_hub_name(tmp_path, published):
-    p = published
-    create = f'__import__("timm").create_model("hf-hub:{p["repo"]}", pretrained=True, features_only=True)'
-    assert_features(run_python(load_code(create), tmp_path, p["env"], p["releases"]), p["state"])
-
-
-def test_hf_hub_name_with_the_hub_unreachable(tmp_path, hub_server):
+def test_hf_hub_name_with_the_hub_unreachable(hub_env, tmp_path, hub_server):
     """ladder_zoo's hf-hub: names: one clear error at once when nothing is here, the cached copy when it is."""
-    import time
-
     repo, folder, _, state = make_release(tmp_path / "export", ARCH, TAG, seed=17)
     user_repo = "someone/my-byol"
     hub_server.commit(user_repo, {q.name: q.read_bytes() for q in folder.iterdir()})
-    create = f'ladder_zoo.create_model("hf-hub:{user_repo}", pretrained=True, features_only=True)'
+    create = lambda: ladder_zoo.create_model(f"hf-hub:{user_repo}", pretrained=True, features_only=True)
     closed = {"HF_ENDPOINT": "http://127.0.0.1:9"}  # port 9: refused
     start = time.monotonic()
-    r = run_python(load_code(create), tmp_path, closed)
-    assert r.returncode == 3 and time.monotonic() - start < 15  # huggingface_hub alone retries for ~23 s
-    assert r.stdout.startswith("WeightsNotFoundError: Could not reach the Hub at http://127.0.0.1:9 for someone/my-byol")
-    assert "hf download someone/my-byol" in r.stdout and "LADDER_ZOO_HUB_DIR/someone/my-byol/" in r.stdout
-    assert_features(run_python(load_code(create), tmp_path, {"HF_ENDPOINT": hub_server.endpoint}), state)  # cached
+    r = load(hub_env, closed, create=create)
+    assert time.monotonic() - start < 5  # huggingface_hub alone retries for ~23 s
+    assert r.startswith("WeightsNotFoundError: Could not reach the Hub at http://127.0.0.1:9 for someone/my-byol"), r
+    assert "hf download someone/my-byol" in r and "LADDER_ZOO_HUB_DIR/someone/my-byol/" in r
+    assert_features(load(hub_env, {"HF_ENDPOINT": hub_server.endpoint}, create=create), state)  # now cached
     hub_server.requests.clear()
-    assert_features(run_python(load_code(create), tmp_path, closed), state)  # the Hub gone: the cached copy
+    assert_features(load(hub_env, closed, create=create), state)  # the Hub gone: the cached copy
+    assert hub_server.requests == []
 
 
-def test_local_folder_copy_needs_no_network(tmp_path, published):
+def test_local_folder_copy_needs_no_network(hub_env, tmp_path, published):
     p = published
     env = {"HF_ENDPOINT": "http://127.0.0.1:9", "LADDER_ZOO_HUB_DIR": str(tmp_path / "export")}  # port 9: closed
-    assert_features(run_python(load_code(), tmp_path, env, p["releases"]), p["state"])
+    assert_features(load(hub_env, env, p["releases"]), p["state"])
 
 
-def test_unrecorded_hub_repository_loads_through_hf_hub(tmp_path, hub_server):
+def test_unrecorded_hub_repository_loads_through_hf_hub(hub_env, tmp_path, hub_server):
     """A user's own repository written by this project (no sha256 on record) loads with timm's hf-hub: name."""
     repo, folder, _, state = make_release(tmp_path / "export", ARCH, TAG, seed=13, max_shard_size="5MB")
     user_repo = "someone/my-byol"
     hub_server.commit(user_repo, {q.name: q.read_bytes() for q in folder.iterdir()})
-    create = f'__import__("timm").create_model("hf-hub:{user_repo}", pretrained=True, features_only=True)'
-    assert_features(run_python(load_code(create), tmp_path, {"HF_ENDPOINT": hub_server.endpoint}), state)
+    create = lambda: __import__("timm").create_model(f"hf-hub:{user_repo}", pretrained=True, features_only=True)
+    assert_features(load(hub_env, {"HF_ENDPOINT": hub_server.endpoint}, create=create), state)
     assert hub_server.count("GET", "/lfs/") >= 2  # the shards
 
 
@@ -149,13 +139,14 @@ import json, sys
 sys.modules["ladder_zoo"] = None  # not importable: plain timm only
 sys.path = [p for p in sys.path if p not in ("", {root!r})]
 import timm, torch
-torch.manual_seed(0)
-x = torch.randn(2, 3, 64, 64)
-features = timm.create_model({name!r}, pretrained=True, features_only=True).eval()
-model = timm.create_model({name!r}, pretrained=True).eval()
-with torch.no_grad():
-    print(type(model).__module__, model.num_classes, json.dumps(model(x).double().sum().item()))
-    print(json.dumps([f.double().sum().item() for f in features(x)]))
+for name in {names!r}:
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 64)
+    features = timm.create_model(name, pretrained=True, features_only=True).eval()
+    model = timm.create_model(name, pretrained=True).eval()
+    with torch.no_grad():
+        print(type(model).__module__, model.num_classes, json.dumps(model(x).double().sum().item()))
+        print(json.dumps([f.double().sum().item() for f in features(x)]))
 """
 
 
@@ -187,58 +178,51 @@ def reference_sums(folder):
         return model(x).double().sum().item(), [f.double().sum().item() for f in features(x)]
 
 
-def assert_plain_timm(result, folder):
+def assert_plain_timm(result, folder, loads):
     assert result.returncode == 0, result.stdout + result.stderr
-    first, second = result.stdout.strip().splitlines()[-2:]
-    module, num_classes, pooled = first.split()
+    lines = result.stdout.strip().splitlines()[-2 * loads:]
     pooled_ref, features_ref = reference_sums(folder)
-    assert module == "timm.models.resnet" and num_classes == "0"  # timm's own ResNet, no classifier
-    assert float(pooled) == pytest.approx(pooled_ref, rel=1e-6)
-    assert json.loads(second) == pytest.approx(features_ref, rel=1e-6)
+    for first, second in zip(lines[::2], lines[1::2]):
+        module, num_classes, pooled = first.split()
+        assert module == "timm.models.resnet" and num_classes == "0"  # timm's own ResNet, no classifier
+        assert float(pooled) == pytest.approx(pooled_ref, rel=1e-6)
+        assert json.loads(second) == pytest.approx(features_ref, rel=1e-6)
 
 
-def test_plain_timm_loads_an_export_from_a_local_folder(r18_export, tmp_path):
+def test_plain_timm_loads_an_export_from_a_local_folder_and_the_hub(r18_export, tmp_path, hub_server, hub_env):
     config = json.loads((r18_export / "config.json").read_text())
     assert config["architecture"] == "resnet18" and config["ladder_zoo"]["name"] == "byol_r18"
-    code = PLAIN_TIMM.format(root=str(ROOT), name=f"local-dir:{r18_export}")
-    assert_plain_timm(run_python(code, tmp_path, {"HF_ENDPOINT": "http://127.0.0.1:9"}), r18_export)
-
-
-def test_plain_timm_loads_an_export_from_the_hub(r18_export, tmp_path, hub_server):
     repo = "ladder-zoo/byol_r18.test_run"
     hub_server.commit(repo, {p.name: p.read_bytes() for p in r18_export.iterdir()})
-    env = {"HF_ENDPOINT": hub_server.endpoint}
-    assert_plain_timm(run_python(PLAIN_TIMM.format(root=str(ROOT), name=f"hf-hub:{repo}"), tmp_path, env), r18_export)
+    names = [f"local-dir:{r18_export}", f"hf-hub:{repo}"]
+    code = PLAIN_TIMM.format(root=str(ROOT), names=names)
+    assert_plain_timm(run_python(code, tmp_path, {"HF_ENDPOINT": hub_server.endpoint}), r18_export, len(names))
     # through ladder_zoo the same repository builds the zoo model, from its ladder_zoo block
-    code = f"""
-import json, torch, ladder_zoo
-torch.manual_seed(0)
-x = torch.randn(2, 3, 64, 64)
-model = ladder_zoo.create_model("hf-hub:{repo}", pretrained=True, features_only=True).eval()
-print(model.pretrained_cfg["architecture"])
-with torch.no_grad():
-    print(json.dumps([f.double().sum().item() for f in model(x)]))
-"""
-    result = run_python(code, tmp_path, env)
-    assert result.returncode == 0, result.stderr
-    name, sums = result.stdout.strip().splitlines()[-2:]
-    assert name == "byol_r18" and json.loads(sums) == pytest.approx(reference_sums(r18_export)[1], rel=1e-6)
+    hub_env({"HF_ENDPOINT": hub_server.endpoint})
+    model = ladder_zoo.create_model(f"hf-hub:{repo}", pretrained=True, features_only=True).eval()
+    assert model.pretrained_cfg["architecture"] == "byol_r18"
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert [f.double().sum().item() for f in model(x)] == pytest.approx(reference_sums(r18_export)[1], rel=1e-6)
 
 
-def test_the_card_of_an_export_runs_and_its_metadata_validates(r18_export, tmp_path):
+def test_the_card_of_an_export_runs_and_its_metadata_validates(r18_export, tmp_path, capsys):
     """The usage line of a run's own export (an undeclared tag) runs as written; an evaluation added later becomes
     Hub model-index metadata that huggingface_hub reads."""
     import re
-    import subprocess
-    import sys
 
     from huggingface_hub import ModelCard, metadata_load
+
+    from helpers import run_main
+    from train.export import main as export_main
 
     card = (r18_export / "README.md").read_text()
     usage = re.search(r"```python\n(.*?)```", card, re.S).group(1).replace("path/to/", f"{r18_export.parent}/")
     assert "train/configs/byol_r18_test_run.yaml" not in card  # no recipe file is named for a run's own tag
-    ran = run_python(usage + "\nprint(type(model).__name__)", tmp_path)
-    assert ran.returncode == 0 and ran.stdout.strip() == "FeatureListNet", ran.stderr
+    ran = {}
+    exec(usage, ran)
+    assert type(ran["model"]).__name__ == "FeatureListNet"
     evaluation = tmp_path / "eval.json"
     evaluation.write_text(json.dumps({"model": "byol_r18", "command": "python -m train.eval ...",
                                       "knn": {"k": 200, "temperature": 0.1, "accuracy": {"res4": 0.25, "res5": 0.5}},
@@ -247,8 +231,7 @@ def test_the_card_of_an_export_runs_and_its_metadata_validates(r18_export, tmp_p
     folder.mkdir()
     for p in r18_export.iterdir():
         (folder / p.name).write_bytes(p.read_bytes())
-    added = subprocess.run([sys.executable, "-m", "train.export", str(folder), "--eval", str(evaluation)], cwd=ROOT,
-                           capture_output=True, text=True)
+    added = run_main(export_main, [str(folder), "--eval", str(evaluation)], capsys)
     assert added.returncode == 0, added.stderr
     card = ModelCard.load(folder / "README.md")
     results = {r.metric_name: (r.metric_value, r.dataset_type, r.dataset_split) for r in card.data.eval_results}

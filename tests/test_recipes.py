@@ -1,13 +1,11 @@
 """Recipes exact to their references: the values that matter, pinned per recipe; the multi-task loss as MULAN
 computes it; the lr rule at a declared reference batch; bad settings refused in one line before any work."""
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import small_heads, tiny_backbone
+from helpers import SAMPLE, run_main, small_heads, tiny_backbone
 from train.config import Config, OptimConfig, load_config
 from train.data.views import view_specs
 from train.losses import byol_loss, simsiam_loss
@@ -202,13 +200,12 @@ def test_out_of_range_settings_are_refused_at_load(override, message):
     ("data.path=/no/such/archive.tar.gz", "data.path=/no/such/archive.tar.gz: no such file or folder"),
     ("resume={empty}", "the folder holds no checkpoint (last.pt)"),
 ])
-def test_pretrain_command_errors_are_one_line(override, message, tmp_path):
+def test_pretrain_command_errors_are_one_line(override, message, tmp_path, capsys):
+    from train.pretrain import main
+
     (tmp_path / "empty").mkdir()
-    result = subprocess.run(
-        [sys.executable, "-m", "train.pretrain", "--config", str(CONFIGS / "byol_r18_cifar_cifar10_200ep.yaml"),
-         "data.path=tests/data/cifar10_sample", f"out_dir={tmp_path}/run", override.format(empty=tmp_path / "empty")],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )
+    result = run_main(main, ["--config", str(CONFIGS / "byol_r18_cifar_cifar10_200ep.yaml"), f"data.path={SAMPLE}",
+                             f"out_dir={tmp_path}/run", override.format(empty=tmp_path / "empty")], capsys)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert message in result.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "run").exists()  # nothing was started

@@ -1,6 +1,6 @@
 """What clusters do to training, done for real on the CPU: SIGTERM / SIGUSR1 preemption (one rank signalled),
-kill -9 of a worker under torchrun --max-restarts, two torchrun "nodes" with c10d rendezvous on 127.0.0.1, a
-corrupt last.pt, a full disk, a data set whose files changed; and what the log shows a cluster user.
+kill -9 of a worker under torchrun --max-restarts, two torchrun "nodes" with c10d rendezvous on 127.0.0.1 equal to
+one process (and, without SyncBatchNorm, not), a corrupt last.pt, a full disk, a data set whose files changed; and what the log shows a cluster user.
 
 Every run is the tiny recipe of test_train_runs on timm's resnet10t (32 px: a fraction of the CIFAR ResNet's
 work, 60 MB checkpoints), 6 steps of the 10-step schedule: interrupted runs must end bit-equal to an
@@ -186,15 +186,19 @@ def test_torchrun_restarts_the_group_after_kill_9_and_ends_bit_equal(two_nodes, 
     assert_bit_equal(state(run_dir), state(two_nodes[0]))
 
 
+def gap_at_step_2(a, b):
+    """|| a - b || / || a || over the float tensors of two runs' models after step 2."""
+    a, b = ({k: v for k, v in _flatten(state(d, "step-0000002.pt")["model"]).items() if v.is_floating_point()}
+            for d in (a, b))
+    return float(sum(((a[k] - b[k]) ** 2).sum() for k in a) ** 0.5 / sum((a[k] ** 2).sum() for k in a) ** 0.5)
+
+
 def test_two_nodes_train_as_one_process_and_log_the_mean_over_ranks(one_process, two_nodes):
     run_dir, output = two_nodes
     assert "2 process(es) on cpu" in output
     # After 2 steps the weights agree to float32 rounding (BN sums and gradients added in another order: ~1e-6);
     # the rounding then grows ~10x a step as the lr warms up to 1.0 (1e-3 at step 6), so later steps are not compared
-    one = {k: v for k, v in _flatten(state(one_process, "step-0000002.pt")["model"]).items() if v.is_floating_point()}
-    two = {k: v for k, v in _flatten(state(run_dir, "step-0000002.pt")["model"]).items() if v.is_floating_point()}
-    gap = sum(((one[k] - two[k]) ** 2).sum() for k in one) ** 0.5 / sum((one[k] ** 2).sum() for k in one) ** 0.5
-    assert gap < 1e-5
+    assert gap_at_step_2(one_process, run_dir) < 1e-5
     for a, b in zip(records(one_process), records(run_dir)):  # rank 0's own loss is that of half the batch
         assert a["step"] == b["step"]
         if a["step"] <= 3:
@@ -202,6 +206,13 @@ def test_two_nodes_train_as_one_process_and_log_the_mean_over_ranks(one_process,
                 assert b[key] == pytest.approx(a[key], rel=1e-5), key
         assert len(a["peak_mem_mib"]) == 1 and len(b["peak_mem_mib"]) == 2 and min(b["peak_mem_mib"]) > 100
         assert 0 <= b["data_wait"] < 1 and b["img_per_s"] > 0
+
+
+def test_without_sync_bn_two_processes_are_not_one(one_process, tmp_path):
+    """The control of the test above: with sync_bn=false each process normalises by its own half of the batch, and
+    the two runs differ by orders of magnitude more than float32 rounding."""
+    run(tmp_path / "run", "checkpoint_every=2", "keep_checkpoints=3", "sync_bn=false", launcher=standalone(2))
+    assert gap_at_step_2(one_process, tmp_path / "run") > 1e-3  # 0.044 measured; synced: < 1e-5
 
 
 def tiny(tmp_path, *overrides):

@@ -18,7 +18,7 @@ from train.data.cpu_augment import CpuPipeline, view_transform
 from train.data.gpu_augment import Draw, GpuPipeline, augment_view
 from train.data.ops import crop_resize
 from train.data.imagefolder import decode_rgb
-from train.data.views import ViewSpec
+from train.data.views import ViewSpec, view_specs
 
 N = 1600
 
@@ -241,3 +241,20 @@ def test_in_memory_batches_are_the_sampler_indices_across_epochs():
                        torch.device("cpu"), False, 0)
     got = list(pipe.batches(3, 12))
     assert len(got) == 9 and all(torch.equal(b, sampler.indices(s)) for s, b in zip(range(3, 12), got))
+
+
+def test_views_that_never_blur_run_no_blur_kernel(monkeypatch):
+    """The CIFAR recipes' blur_p is 0: their views skip the Gaussian blur (a kernel per image) altogether."""
+    import train.data.gpu_augment as pipeline
+
+    def no_blur(*args, **kwargs):
+        raise AssertionError("a blur kernel ran for a view that never blurs")
+
+    data = DataConfig(image_size=16, augment=AugmentConfig(blur_p=(0.0, 0.0)))
+    spec = view_specs(data, {"global": 2})[0]
+    images = torch.randint(0, 256, (2, 3, 24, 24), dtype=torch.uint8)
+    monkeypatch.setattr(pipeline, "gaussian_blur", no_blur)
+    pipeline.augment_view(images, spec, data, Draw(torch.Generator().manual_seed(0), 2, slice(0, 2)))
+    with pytest.raises(AssertionError, match="a blur kernel ran"):  # and a view that may blur does run it
+        blurred = view_specs(DataConfig(image_size=16, augment=AugmentConfig(blur_p=(1.0, 1.0))), {"global": 2})[0]
+        pipeline.augment_view(images, blurred, data, Draw(torch.Generator().manual_seed(0), 2, slice(0, 2)))

@@ -9,14 +9,20 @@ from train.config import config_from_dict, load_config, to_dict
 from train.pretrain import train
 from train.runlog import RunLog
 
-# 16 px crops of the 40-image sample, 20 steps at batch 8; float32 (bf16 autocast is emulated, slowly, on CPUs)
-SMALL = [*TINY, "data.image_size=16", "epochs=4", "checkpoint_every=20"]
+# 16 px crops of the 40-image sample, batch 8, float32 (bf16 autocast is emulated, slowly, on CPUs), the augmentation
+# eager (the JPEG files' path; tests/test_train_data.py traces the in-memory one), timm's resnet10t
+SMALL = [*TINY, "model=resnet10t", "data.in_memory=false", "epochs=4", "checkpoint_every=20"]
+
+
+def losses(run_dir):
+    return torch.tensor([json.loads(line)["loss"] for line in (run_dir / "log.jsonl").read_text().splitlines()])
 
 
 def test_compiled_step_matches_eager_without_recompiling(tmp_path, monkeypatch):
-    """20 steps with compile=default (forward, backward, optimizer step + EMA, and the in-memory augmentation
-    as one graph): the logged losses follow the eager run's, and no step after the second compiles anything
-    although the learning rate and the EMA rate change every step (they are device tensors)."""
+    """20 steps of a Ladder-BYOL with compile=default's graphs (forward and backward, optimizer step + EMA): the
+    logged losses follow the eager run's, and no step after the second compiles anything although the learning
+    rate and the EMA rate change every step (they are device tensors). Traced by Dynamo and AOTAutograd, as
+    compile=default traces them; Inductor's code generation (minutes per graph on two cores) is the next test's."""
     graphs = []
     step = RunLog.step
 
@@ -24,38 +30,52 @@ def test_compiled_step_matches_eager_without_recompiling(tmp_path, monkeypatch):
         graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
         step(self)
 
-    def losses(run_dir):
-        return torch.tensor([json.loads(line)["loss"] for line in (run_dir / "log.jsonl").read_text().splitlines()])
-
     eager = losses(train(load_config(None, [*SMALL, f"out_dir={tmp_path / 'eager'}"])))
     torch._dynamo.reset()
     monkeypatch.setattr(RunLog, "step", counting)
+    monkeypatch.setattr("train.step.compile_options", lambda mode: {"backend": "aot_eager"})
     compiled_dir = train(load_config(None, [*SMALL, "compile=default", f"out_dir={tmp_path / 'compiled'}"]))
     compiled = losses(compiled_dir)
     assert len(eager) == len(compiled) == 20
-    assert eager[-1] < eager[0] - 1  # the run learns: the comparison is not of constants
-    # bf16 noise is 2^-8 = 0.4 % per rounding; float32 kernels fused differently stay well inside 2 % over 20 steps
-    torch.testing.assert_close(compiled, eager, rtol=2e-2, atol=0)
-    assert graphs[0] >= 3  # dynamo graphs: augmentation, forward (its backward by AOTAutograd), update
+    assert eager[-1] < eager[0] - 0.5  # the run learns: the comparison is not of constants
+    torch.testing.assert_close(compiled, eager, rtol=1e-2, atol=0)  # decomposed ops round otherwise: 0.2 % by step 20
+    assert graphs[0] >= 2  # dynamo graphs: forward (its backward by AOTAutograd), update
     assert graphs[1] == graphs[-1], f"recompiled after step 2: graphs per step {graphs}"
     saved = torch.load(compiled_dir / "last.pt", weights_only=True)
     assert saved["step"] == 20 and all(torch.isfinite(v).all() for v in saved["model"].values()
                                        if v.is_floating_point())
 
 
-def test_compiled_one_level_model_keeps_the_graph_of_its_loss():
-    """BYOL is the one-level model ('- - - G'): compiled, its loss (1.0 x L beside L's logged value) once came out
-    of the graph without grad_fn and the first backward failed."""
-    from train.model import build_model
+def test_inductor_compiles_a_one_level_step(tmp_path):
+    """compile=default as a GPU run has it, Inductor included, on a one-level model: compiled, its loss (1.0 x L
+    beside L's logged value) once came out of the graph without grad_fn and the first backward failed. SimSiam
+    with SGD (a CIFAR release's) keeps the graphs small: no target network, no EMA."""
+    simsiam = [*SMALL, "method.base=simsiam", "method.levels=- - - G", "method.proj_layers=2", "method.proj_out=32",
+               "method.pred_hidden=16", "optim.name=sgd", "optim.lr=0.05", "epochs=1"]
+    eager = losses(train(load_config(None, [*simsiam, f"out_dir={tmp_path / 'eager'}"])))
+    torch._dynamo.reset()
+    compiled = losses(train(load_config(None, [*simsiam, "compile=default", f"out_dir={tmp_path / 'compiled'}"])))
+    assert len(compiled) == 5 and torch.isfinite(compiled).all()
+    # the first step's loss, of the same weights, differs by float32 rounding only (later ones drift apart: SimSiam
+    # with tiny heads amplifies the rounding of kernels fused otherwise)
+    torch.testing.assert_close(compiled[0], eager[0], rtol=1e-4, atol=1e-6)
 
-    model = build_model(load_config(None, [*SMALL, "method.levels=- - - G"])).train()
+
+def test_ladder_models_compile_as_one_graph():
+    """Every level's heads and losses, global and dense, in one graph, its backward too (fullgraph: a break is an
+    error), equal to eager; traced by Dynamo and AOTAutograd (Inductor's code generation is the test above's)."""
+    from helpers import small_heads, tiny_backbone
+    from train.model import LadderSiamese
+
+    model = LadderSiamese(tiny_backbone(), small_heads(levels="D D G G")).train()
     views = {"global": [torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(i)) for i in range(2)]}
     eager = model(views)
-    compiled = torch.compile(model)(views)
-    assert compiled["loss"].grad_fn is not None
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)(views)
     compiled["loss"].backward()
     assert model.backbone.conv1.weight.grad is not None
-    torch.testing.assert_close(compiled["loss"], eager["loss"], rtol=1e-4, atol=0)
+    for key in eager:
+        torch.testing.assert_close(compiled[key], eager[key], rtol=1e-4, atol=1e-6)
 
 
 def test_lars_state_exists_before_the_first_step():
@@ -96,3 +116,54 @@ def test_bench_profile_prints_top_ops_and_idle_fraction(tmp_path, capsys):
     assert 0 <= profile["idle_fraction"] < 1 and profile["busy_ms_per_step"] > 0
     names = [r["name"] for r in profile["top"]]
     assert len(names) == 15 and any("conv" in n for n in names)  # ResNet-50: convolutions dominate
+
+
+def test_sgd_state_exists_before_the_first_step_and_takes_sgds_steps():
+    """As LARS's: a step captured as a CUDA graph must read SGD's momentum buffers, not create them; the zero
+    buffers take torch's SGD steps exactly (0.9 x 0 + g is its clone of g)."""
+    from train.config import OptimConfig
+    from train.optim import build_optimizer
+
+    torch.manual_seed(0)
+    ours, theirs = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    theirs.load_state_dict(ours.state_dict())
+    optimizer = build_optimizer(ours, OptimConfig(name="sgd", lr=0.1, weight_decay=1e-3, exclude_bias_norm=False), [])
+    reference = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    buffers = [optimizer.state[p]["momentum_buffer"] for p in ours.parameters()]
+    assert all(torch.equal(b, torch.zeros_like(b)) for b in buffers)
+    for step in range(3):
+        x = torch.randn(5, 4, generator=torch.Generator().manual_seed(step))
+        for model, opt in ((ours, optimizer), (theirs, reference)):
+            opt.zero_grad()
+            model(x).square().sum().backward()
+            opt.step()
+    assert all(optimizer.state[p]["momentum_buffer"] is b for p, b in zip(ours.parameters(), buffers))  # in place
+    for a, b in zip(ours.parameters(), theirs.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_reduce_overhead_zeroes_gradients_in_place():
+    """Replayed as CUDA graphs, the update reads the gradients at fixed addresses: with reduce-overhead a step
+    zeroes them in place instead of freeing them (the other modes free them, as usual)."""
+    from helpers import small_heads, tiny_backbone
+    from train.model import LadderSiamese
+    from train.pretrain import train_step
+
+    model = LadderSiamese(tiny_backbone(), small_heads()).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    class Update:  # step.Update's contract, without compiling anything
+        def __init__(self, static_grads):
+            self.static_grads = static_grads
+
+        def __call__(self, tau):
+            optimizer.step()
+
+    weight = model.backbone.conv1.weight
+    views = {"global": [torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(i)) for i in range(2)]}
+    for static in (True, False):
+        grads = []  # held: a freed gradient's memory could come back at the same address
+        for _ in range(2):
+            train_step(model, Update(static), optimizer, views, torch.autocast("cpu", enabled=False), 0.99)
+            grads.append(weight.grad)
+        assert (grads[0] is grads[1] and grads[0].data_ptr() == grads[1].data_ptr()) == static
