@@ -249,7 +249,7 @@ def test_byol_loss_at_a_quarter_of_lightlys_rate_and_four_times_its_decay_takes_
     for step in range(3):
         views = [torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(10 * step + i)) for i in (0, 1)]
         loss_ours, loss_theirs = ours({"global": views})["loss"], lightly_loss(theirs, views)
-        assert float(loss_ours) == pytest.approx(4 + 4 * float(loss_theirs), rel=1e-5)  # the 4 x scale, and its 4
+        assert loss_ours.item() == pytest.approx(4 + 4 * loss_theirs.item(), rel=1e-5)  # the 4 x scale, and its 4
         for model, optimizer, loss in ((ours, sgd_ours, loss_ours), (theirs, sgd_theirs, loss_theirs)):
             optimizer.zero_grad()
             loss.backward()
@@ -257,6 +257,6 @@ def test_byol_loss_at_a_quarter_of_lightlys_rate_and_four_times_its_decay_takes_
             model.update_target(0.99)
     moved = [(a, b, c) for a, b, c in zip(ours.parameters(), theirs.parameters(), LadderSiamese(
         tiny_backbone(), small_heads()).parameters())]
-    assert max(float((a - c).abs().max()) for a, _, c in moved) > 1e-3  # the steps moved the weights
+    assert max((a - c).abs().max().item() for a, _, c in moved) > 1e-3  # the steps moved the weights
     for a, b, _ in moved:
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
