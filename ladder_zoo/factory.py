@@ -13,6 +13,7 @@ from torch import nn
 from . import hub
 from .errors import UnknownModelError
 from .models import MODELS, default_cfgs
+from .weights import config_name
 
 
 def create_model(
@@ -68,8 +69,7 @@ def _create_from_hf_hub(repo, revision, cache_dir, pretrained_cfg, pretrained_cf
     its raw error. A repository written by ladder_zoo names its zoo model: that model is built with the
     repository's weights (verified when released); any other repository is timm's to build."""
     config_path = hub.hf_hub_file(repo, "config.json", revision, cache_dir)
-    config = json.loads(config_path.read_text())
-    name = (config.get("ladder_zoo") or {}).get("name") or config.get("architecture")
+    name = config_name(json.loads(config_path.read_text()))
     kwargs.pop("revision", None)
     if name not in MODELS:
         return timm.create_model(f"hf-hub:{repo}", pretrained=True, pretrained_cfg=pretrained_cfg,
@@ -88,11 +88,11 @@ def list_models(pattern: str = "*", pretrained: bool = False) -> List[str]:
 
 def list_pretrained(pattern: str = "*", published_only: bool = True) -> List[str]:
     """``name.tag`` names matching ``pattern``: published ones, or every declared tag with ``published_only=False``."""
-    names = []
+    names, released = [], hub.releases() if published_only else {}
     for name in MODELS:
         for tag in default_cfgs[name].tags:
             full = f"{name}.{tag}"
-            if tag and (not published_only or hub.is_published(hub.repo_id(name, tag))) and (
+            if tag and (not published_only or hub.repo_id(name, tag) in released) and (
                 fnmatch.fnmatch(full, pattern) or fnmatch.fnmatch(name, pattern)
             ):
                 names.append(full)

@@ -62,7 +62,9 @@ def read_weights(path: PathLike, target: bool = False) -> Weights:
         raise WeightsNotFoundError(f"Weight file {path} does not exist.")
     if path.name.endswith(".index.json") or path.suffix == ".safetensors":
         state = _read_sharded(path) if path.name.endswith(".index.json") else _read_safetensors(path)
-        return Weights(_select(state, target, path), _config_name(path.parent / "config.json"))
+        config = path.parent / "config.json"
+        trained_as = config_name(json.loads(config.read_text())) if config.is_file() else None
+        return Weights(_select(state, target, path), trained_as)
     raw = torch_load(path)
     trained_as = None
     if isinstance(raw, Mapping):
@@ -70,12 +72,10 @@ def read_weights(path: PathLike, target: bool = False) -> Weights:
     return Weights(_select(raw, target, path), trained_as)
 
 
-def _config_name(config: Path) -> Optional[str]:
-    """The zoo name a Hub folder's config.json records (its ``ladder_zoo.name``, else its architecture)."""
-    if not config.is_file():
-        return None
-    data = json.loads(config.read_text())
-    return (data.get("ladder_zoo") or {}).get("name") or data.get("architecture")
+def config_name(config: Mapping[str, Any]) -> Optional[str]:
+    """The model a Hub folder's config.json names: its ``ladder_zoo.name`` (the zoo name, where ``architecture`` is
+    the stock timm one), else its ``architecture``."""
+    return (config.get("ladder_zoo") or {}).get("name") or config.get("architecture")
 
 
 def _select(raw: Any, target: bool, path: Path) -> Dict[str, torch.Tensor]:

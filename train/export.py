@@ -28,6 +28,7 @@ from ladder_zoo import hub, models
 from ladder_zoo.errors import WeightsError
 from ladder_zoo.models import MODELS
 from ladder_zoo.publish import HUB_MAX_SHARD_SIZE, register_release, with_evaluation, write_hub_folder
+from ladder_zoo.weights import config_name
 
 from .checkpoint import SSLCheckpoint, load_ssl_checkpoint
 from .config import recipe_file
@@ -103,7 +104,7 @@ def attach_evaluation(folder: Path, eval_json: Path) -> Path:
     if not config_path.is_file() or not card_path.is_file():
         raise ValueError(f"{folder} holds no config.json and README.md: not a folder train.export wrote")
     config, evaluation = json.loads(config_path.read_text()), json.loads(eval_json.read_text())
-    name = config.get("ladder_zoo", {}).get("name") or config["architecture"]
+    name = config_name(config)
     if evaluation.get("model") != name:
         raise ValueError(f"{eval_json} evaluates {evaluation.get('model')!r}, not {folder}'s {name}: "
                          f"evaluate the folder itself (python -m train.eval {folder})")

@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 import ladder_zoo
 from ladder_zoo.models import level_names
+from ladder_zoo.weights import config_name
 
 from ..checkpoint import SSLCheckpoint, load_ssl_checkpoint
 from ..data import ImageFolder, usable_workers
@@ -29,7 +30,7 @@ def backbone_from(source: str) -> Tuple[nn.Module, str, dict]:
                                         "config": ckpt.config, "checkpoint": ckpt}
     if path.is_dir():
         config = json.loads((path / "config.json").read_text())
-        name = config.get("ladder_zoo", {}).get("name") or config["architecture"]
+        name = config_name(config)
         return ladder_zoo.create_model(name, checkpoint_path=path), name, dict(config.get("ladder_zoo", {}))
     return ladder_zoo.create_model(source, pretrained=True), source.split(".")[0], {"tag": source}
 
