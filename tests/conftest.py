@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from helpers import SAMPLE, make_release
+from helpers import HUB_VARIABLES, SAMPLE, hub_variables, make_release
 from hub_server import LocalHub
 
 
@@ -42,18 +42,15 @@ def hub_server():
 @pytest.fixture
 def hub_env(monkeypatch, tmp_path):
     """``hub_env(env=None, releases=None)``: this process as a fresh interpreter started with ``env`` would see the
-    Hub: ``helpers.run_python``'s environment (a private HF cache, only ``releases`` on record, no local Hub root,
-    no other HF_* / LADDER_ZOO_* variable), and huggingface_hub's constants read again from it (it reads
-    HF_ENDPOINT, HF_HUB_CACHE and HF_HUB_OFFLINE at import). Each call starts over; the end restores both."""
+    Hub: ``helpers.hub_variables`` and no other HF_* / LADDER_ZOO_* variable (``helpers.run_python``'s setting), and
+    huggingface_hub's constants read again from them (it reads HF_ENDPOINT, HF_HUB_CACHE and HF_HUB_OFFLINE at
+    import). Each call starts over; the end restores both."""
     from huggingface_hub import constants
 
     def enter(env=None, releases=None):
-        for key in [k for k in os.environ if k.startswith(("HF_", "LADDER_ZOO_"))]:
+        for key in [k for k in os.environ if k.startswith(HUB_VARIABLES)]:
             monkeypatch.delenv(key)
-        record = tmp_path / "hub-env-releases.json"
-        record.write_text(json.dumps(releases or {}))
-        for key, value in {"HF_HUB_CACHE": str(tmp_path / "hf-cache"), "HF_HUB_DISABLE_TELEMETRY": "1",
-                           "LADDER_ZOO_RELEASES": str(record), "LADDER_ZOO_HUB_DIR": "", **(env or {})}.items():
+        for key, value in hub_variables(tmp_path, env, releases).items():
             monkeypatch.setenv(key, value)
         importlib.reload(constants)
 

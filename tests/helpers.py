@@ -76,15 +76,23 @@ def run_main(main, argv, capsys) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(argv, code, captured.out, captured.err)
 
 
-def run_python(code: str, tmp_path: Path, env: Optional[Dict[str, str]] = None, releases: Optional[dict] = None):
-    """Run ``code`` in a fresh interpreter with a private HF cache, only the given releases on record and no local
-    Hub root (``env`` may name one): the test controls every copy of the weights."""
-    record = tmp_path / "run-python-releases.json"
+HUB_VARIABLES = ("HF_", "LADDER_ZOO_")  # the prefixes of what decides where weights come from
+
+
+def hub_variables(tmp_path: Path, env: Optional[Dict[str, str]] = None,
+                  releases: Optional[dict] = None) -> Dict[str, str]:
+    """The HF_* / LADDER_ZOO_* variables of a test's own Hub setting: a private HF cache, only ``releases`` on record
+    and no local Hub root, then ``env`` (which may name one): the test controls every copy of the weights."""
+    record = tmp_path / "test-releases.json"
     record.write_text(json.dumps(releases or {}))
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "LADDER_ZOO_"))}
-    base.update(HF_HUB_CACHE=str(tmp_path / "hf-cache"), HF_HUB_DISABLE_TELEMETRY="1", PYTHONPATH=str(ROOT),
-                LADDER_ZOO_RELEASES=str(record), LADDER_ZOO_HUB_DIR="")
-    base.update(env or {})
+    return {"HF_HUB_CACHE": str(tmp_path / "hf-cache"), "HF_HUB_DISABLE_TELEMETRY": "1",
+            "LADDER_ZOO_RELEASES": str(record), "LADDER_ZOO_HUB_DIR": "", **(env or {})}
+
+
+def run_python(code: str, tmp_path: Path, env: Optional[Dict[str, str]] = None, releases: Optional[dict] = None):
+    """Run ``code`` in a fresh interpreter whose Hub setting is ``hub_variables``' and nothing else."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(HUB_VARIABLES)}
+    base.update(PYTHONPATH=str(ROOT), **hub_variables(tmp_path, env, releases))
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)], env=base, capture_output=True, text=True, timeout=300,
     )
