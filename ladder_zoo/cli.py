@@ -88,15 +88,15 @@ def _list(args) -> int:
             print(f"no published weights{' match ' + repr(args.pattern) if args.pattern not in (None, '*') else ' yet'}; "
                   "`ladder-zoo list` shows every declared tag and the recipe that trains it", file=sys.stderr)
         return 0
-    rows = [("name", "tag", "weights", "kNN", "linear")]
+    rows, released = [("name", "tag", "weights", "kNN", "linear")], hub.releases()
     for name in list_models(args.pattern):
         tags = [t for t in models.default_cfgs[name].tags if t] or ["-"]
         for tag in tags:
             repo = hub.repo_id(name, tag)
-            if not hub.is_published(repo):
+            if repo not in released:
                 rows.append((name, tag, "not released" if tag != "-" else "no tag declared", "", ""))
                 continue
-            knn, linear = (_top(hub.releases()[repo], kind) for kind in ("knn", "linear"))
+            knn, linear = (_top(released[repo], kind) for kind in ("knn", "linear"))
             rows.append((name, tag, "released", knn, linear))
     _print_table(rows)
     print("kNN (k=200, T=0.1) and linear-probe top-1 % of the deepest level, on the test split of the data set\n"
@@ -134,7 +134,7 @@ def _info(args) -> int:
         figures = [f"{100 * acc[names[i]]:.1f}" if names[i] in acc else "-" for acc in (knn, linear)]
         rows.append((str(i), names[i], m, str(c), str(r), *(figures if evaluation else ())))
     _print_table(rows, indent=2)
-    print(f"weights: {_weights_status(name, tag) if tag else 'no pretrained tag declared'}".replace(", ", "\n  "))
+    print("weights: " + ("\n  ".join(_weights_status(name, tag)) if tag else "no pretrained tag declared"))
     if tag:
         print(f"recipe: {models.recipe_path(name, tag)}")
     print("pretrained_cfg:")
@@ -142,18 +142,18 @@ def _info(args) -> int:
     return 0
 
 
-def _weights_status(arch: str, tag: str) -> str:
+def _weights_status(arch: str, tag: str) -> List[str]:
+    """Whether ``arch.tag`` is released, then where its copies are: one line each."""
     repo = hub.repo_id(arch, tag)
     where = [str(root / repo) for root in hub.local_hub_roots() if (root / repo).is_dir()]
-    if hub.is_published(repo):
-        revision = hub.releases()[repo].get("revision")
+    release = hub.releases().get(repo)
+    if release is not None:
+        revision = release.get("revision")
         if revision:  # pushed: the release records the Hub commit
             cached = isinstance(try_to_load_from_cache(repo, WEIGHTS_NAME, revision=revision), str)
             where.insert(0, f"on the Hub @ {revision[:12]}" + (" (in the Hub cache)" if cached else ""))
-        return "released, " + (", ".join(where) or "no copy here (not pushed to the Hub, no local folder)")
-    if where:
-        return "not released, local copies:, " + ", ".join(where)
-    return "not released"
+        return ["released", *(where or ["no copy here (not pushed to the Hub, no local folder)"])]
+    return ["not released", "local copies:", *where] if where else ["not released"]
 
 
 def models_markdown() -> str:
@@ -172,10 +172,10 @@ def models_markdown() -> str:
 
 def releases_markdown() -> str:
     """README's released-weights table, from the release record."""
-    lines = ["| name | input | kNN | linear | recipe |", "|---|---|---|---|---|"]
+    lines, released = ["| name | input | kNN | linear | recipe |", "|---|---|---|---|---|"], hub.releases()
     for full in list_pretrained():
         name, tag = full.split(".", 1)
-        release = hub.releases()[hub.repo_id(name, tag)]
+        release = released[hub.repo_id(name, tag)]
         size = models.ARCHS[models.MODELS[name].arch].data["input_size"][-1]
         knn, linear = (_top(release, kind) for kind in ("knn", "linear"))
         lines.append(f"| `{full}` | {size} px | {knn} | {linear} | [{models.recipe_path(name, tag)}]"
