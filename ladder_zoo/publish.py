@@ -171,8 +171,10 @@ def evaluation_section(name: str, evaluation: dict) -> str:
 def _front_matter(name: str, tag: str, cfg: Mapping[str, Any], evaluation: Optional[dict]) -> str:
     """The card's YAML metadata, as huggingface_hub writes and reads it (``ModelCardData``, ``EvalResult``)."""
     dataset = ARCHS[MODELS[name].arch].dataset
+    knn = (evaluation or {}).get("knn") or {}
     results = []
-    for kind, label in (("knn", "kNN top-1 (k=200, T=0.1)"), ("linear", "linear-probe top-1")):
+    for kind, label in (("knn", f"kNN top-1 (k={knn.get('k', '?')}, T={knn.get('temperature', '?')})"),
+                        ("linear", "linear-probe top-1")):
         for level, accuracy in ((evaluation or {}).get(kind) or {}).get("accuracy", {}).items():
             results.append(EvalResult(
                 task_type="image-classification", dataset_type=HUB_DATASETS[dataset], dataset_name=dataset,
