@@ -80,10 +80,12 @@ def _train(cfg: Config, preempt: preemption.Watch) -> Path:
     checked, reported_bad, stopped_by = start, 0, 0
     model.train()
     batches = log.timed(data.batches(start, stop))
+    peak_lr = cfg.optim.lr * lr_scale(cfg)
     for step in range(start, stop):
         batch = next(batches)  # load
         views = data.augment(batch, step)  # augment, on the device for the gpu pipeline
-        set_learning_rate(optimizer, learning_rate(step, cfg, steps_per_epoch), cfg.optim.lr * lr_scale(cfg))
+        lr = learning_rate(step, cfg, steps_per_epoch)
+        set_learning_rate(optimizer, lr, peak_lr)
         if cfg.optim.weight_decay_end is not None:
             set_weight_decay(optimizer, weight_decay(step, cfg, steps_per_epoch))
         tau = ema_tau(step, total, cfg.method.tau, cfg.method.tau_end)
@@ -98,8 +100,7 @@ def _train(cfg: Config, preempt: preemption.Watch) -> Path:
         if done % cfg.log_every == 0 or save:
             _guard(nonfinite, model, checked, done, run_dir)
             checked = done
-            log.flush(done, {"epoch": done / steps_per_epoch, "lr": learning_rate(step, cfg, steps_per_epoch),
-                             "tau": tau, "bad_images": len(data.bad_images)})
+            log.flush(done, {"epoch": done / steps_per_epoch, "lr": lr, "tau": tau, "bad_images": len(data.bad_images)})
             if len(data.bad_images) > reported_bad:
                 log.message(f"skipped unreadable images (replaced by the next readable one): "
                             f"{', '.join(data.bad_images[reported_bad:])}")

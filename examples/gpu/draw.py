@@ -58,6 +58,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 PART_SIZE = 15 * 2**20  # bytes per returned part
+EXPORT_FORMAT = ["--dtype", "fp16", "--max-shard-size", "15MB"]  # train.export: every shard fits in a part
 MAX_FILES, MAX_TOTAL = 8, 64 * 2**20  # what comes back from $OUT
 OPTIMISM = 1.25  # an entry not measured yet is taken to be at most this much faster than the fastest run measured
 PAIR_SLACK = 1.25  # a second run starts beside one only if that one would finish even this much slower
@@ -658,15 +659,14 @@ class Draw:
         s, entry = self.setting, run.entry
         info = self.outcome(entry, "finished", step=run.step, stages={})
         checkpoint, folder = str(run.out_dir / "last.pt"), self.work / "hub" / "ladder-zoo" / entry.release
-        export = [checkpoint, "--out", str(folder), "--dtype", "fp16", "--max-shard-size", "15MB"]
+        export = [checkpoint, "--out", str(folder), *EXPORT_FORMAT]
         with self.lock:
             ok = self.stage(info, entry, "export", ["-c", TINY_EXPORT, *export] if self.args.tiny else
                             ["-m", "train.export", *export, "--register"])
         if not ok:  # keep the weights at least: a plain export, no release
             shutil.rmtree(folder, ignore_errors=True)
             self.stage(info, entry, "export-unregistered", ["-m", "train.export", checkpoint, "--out",
-                                                            str(self.work / "exports" / entry.release), "--dtype",
-                                                            "fp16", "--max-shard-size", "15MB"])
+                                                            str(self.work / "exports" / entry.release), *EXPORT_FORMAT])
             return
         info["status"] = "registered"
         evaluation = self.work / "eval" / entry.release
