@@ -478,7 +478,7 @@ class Draw:
         pending = list(self.entries)
         running: List[Run] = []
         while True:
-            started = len({r.entry.index for r in self.runs if r is not self.eager})  # entries, not restarts
+            started = self.started()
             processes = running + ([self.eager] if self.eager and self.eager.status == "running" else [])
             training = [r for r in processes if r.records]
 
@@ -506,13 +506,13 @@ class Draw:
                     self.outcome(entry, "not started", note=why)
                     say(f"{entry.name}: not started: {why}", self.clock)
                     continue
-                mode = self.modes[0] if self.modes else "none"
+                mode = self.mode
                 label = f"{entry.name}.{mode}"
                 run = Run(entry, mode, self.work / "runs" / f"{entry.name}-s{entry.seed}.{mode}", label)
                 run.start(s, self.env, self.clock, self.logs)
                 self.runs.append(run)
                 running.append(run)
-                started = len({r.entry.index for r in self.runs if r is not self.eager})
+                started = self.started()
                 say(f"{entry.name}: started, compile={mode}, {entry.total_steps} steps ({why})", self.clock)
             probing = self.eager and self.eager.status == "running"
             self.phase(f"{len(running)} run(s)" + (" + eager probe" if probing else "") if running or probing
@@ -524,6 +524,15 @@ class Draw:
             if entry.release not in self.releases:
                 self.outcome(entry, "not started", note="--max-runs reached")
 
+    @property
+    def mode(self) -> str:
+        """The compile mode the next run gets: the fastest still in the running, else eager."""
+        return self.modes[0] if self.modes else "none"
+
+    def started(self) -> int:
+        """Queue entries started so far (a restart in another mode is the same entry), the probe aside."""
+        return len({r.entry.index for r in self.runs if r is not self.eager})
+
     def may_start(self, entry: Entry, running: List[Run]):
         """("start" | "wait" | "skip", why) for the next queue entry."""
         s, now = self.setting, self.clock.now()
@@ -534,7 +543,7 @@ class Draw:
             left = r.seconds_left(r.speed(s.skip_windows, s.decide_windows, alone=True))
             if now + PAIR_SLACK * left > self.clock.train_until:
                 return "wait", f"{r.entry.name} has too little time to spare for a run beside it"
-        mode = self.modes[0] if self.modes else "none"
+        mode = self.mode
         measured = [r for r in self.runs if r.mode == mode and (r is not self.eager or mode == "none")]
         speeds = {r.entry.recipe: r.speed(s.skip_windows, alone=True) for r in measured}
         if not any(speeds.values()):
@@ -578,7 +587,7 @@ class Draw:
             self.mode_failures[run.mode] = run.note = f"exit {run.rc} at step {run.step}: {_last_line(run.output)}"
             self.modes.remove(run.mode)
             say(f"{run.entry.name}: compile={run.mode} failed ({run.note}); next: compile="
-                f"{self.modes[0] if self.modes else 'none'}", self.clock)
+                f"{self.mode}", self.clock)
             pending.insert(0, run.entry)
         else:
             run.status, run.note = "failed", f"exit {run.rc} at step {run.step}: {_last_line(run.output)}"
@@ -625,14 +634,14 @@ class Draw:
         alone = older.windows(s.skip_windows, s.decide_windows, alone=True)
         recent = older.windows(s.skip_windows, s.decide_windows)
         if newer is None and len(alone) == s.decide_windows:
-            speed = statistics.median(r["img_per_s"] for r in alone)
+            speed = older.speed(s.skip_windows, s.decide_windows, alone=True)
             left = older.seconds_left(speed)
             if now + 0.9 * left > until:
                 older.stop(f"cannot finish: {left:.0f} s to go at {speed:,.0f} img/s, {until - now:.0f} s left",
                            self.clock)
         if newer is None or newer.status != "running" or len(recent) < s.decide_windows:
             return
-        v_old = statistics.median(r["img_per_s"] for r in recent)
+        v_old = older.speed(s.skip_windows, s.decide_windows)
         left_old = older.seconds_left(v_old)
         if now + left_old > until:  # the newer slows it down, compiling or training
             self.pairs_allowed = False
@@ -641,7 +650,7 @@ class Draw:
         paired = newer.windows(s.skip_windows, s.decide_windows, alone=False)
         if not newer.confirmed or len(paired) < s.decide_windows:
             return
-        left_new = newer.seconds_left(statistics.median(r["img_per_s"] for r in paired))
+        left_new = newer.seconds_left(newer.speed(s.skip_windows, s.decide_windows, alone=False))
         speedup = max(1.0, (older.speed(s.skip_windows, alone=True) or v_old) / v_old)  # once the older is done
         finish = now + (left_new if left_new <= left_old else left_old + (left_new - left_old) / speedup)
         if finish > until:
