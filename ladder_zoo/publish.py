@@ -96,11 +96,18 @@ def record_release(folder: Path, revision: Optional[str] = None) -> Dict[str, An
 def register_release(repo: str, folder: Path, revision: Optional[str] = None) -> Dict[str, Any]:
     """Add (or replace) ``repo``'s entry in the release record; what ``train.export --register`` does."""
     entry = record_release(folder, revision)
+    add_releases({repo: entry})
+    return entry
+
+
+def add_releases(entries: Mapping[str, Dict[str, Any]]) -> Path:
+    """Add (or replace) these ``{repo: entry}`` in the release record (``hub.releases_file()``), kept sorted."""
     record = hub.releases_file()
     table = json.loads(record.read_text()) if record.is_file() else {}
-    table[repo] = entry
+    table.update(entries)
+    record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps(dict(sorted(table.items())), indent=2) + "\n")
-    return entry
+    return record
 
 
 # --- the model card -------------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from typing import Dict, List, Optional
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from ladder_zoo import hub  # noqa: E402  (the checkout's, wherever this runs from)
+from ladder_zoo.publish import add_releases  # noqa: E402
 
 
 class CollectError(Exception):
@@ -259,11 +260,7 @@ def install(draw: Path, summary: Path, info: dict, record: Dict[str, dict], fold
         shutil.copytree(folder, staging)
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
-    record_path = hub.releases_file()
-    table = json.loads(record_path.read_text()) if record_path.is_file() else {}
-    table.update(record)
-    record_path.parent.mkdir(parents=True, exist_ok=True)
-    record_path.write_text(json.dumps(dict(sorted(table.items())), indent=2) + "\n")
+    record_path = add_releases(record)
     copied = copy_results(draw, summary, results, info)
     commit = (info.get("stack") or {}).get("commit") or git_commit() or "unknown commit"
     status = f"released {info['started'][:10]} on {results.name.split('_')[0]} from {commit[:12]} ({relative(results)})"
