@@ -79,6 +79,12 @@ def run_main(main, argv, capsys) -> subprocess.CompletedProcess:
 HUB_VARIABLES = ("HF_", "LADDER_ZOO_")  # the prefixes of what decides where weights come from
 
 
+def environ_without_hub() -> Dict[str, str]:
+    """This process's environment less every HF_* / LADDER_ZOO_* variable: a subprocess that reads no Hub setting
+    of the machine running the tests."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(HUB_VARIABLES)}
+
+
 def hub_variables(tmp_path: Path, env: Optional[Dict[str, str]] = None,
                   releases: Optional[dict] = None) -> Dict[str, str]:
     """The HF_* / LADDER_ZOO_* variables of a test's own Hub setting: a private HF cache, only ``releases`` on record
@@ -91,8 +97,7 @@ def hub_variables(tmp_path: Path, env: Optional[Dict[str, str]] = None,
 
 def run_python(code: str, tmp_path: Path, env: Optional[Dict[str, str]] = None, releases: Optional[dict] = None):
     """Run ``code`` in a fresh interpreter whose Hub setting is ``hub_variables``' and nothing else."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith(HUB_VARIABLES)}
-    base.update(PYTHONPATH=str(ROOT), **hub_variables(tmp_path, env, releases))
+    base = {**environ_without_hub(), "PYTHONPATH": str(ROOT), **hub_variables(tmp_path, env, releases)}
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)], env=base, capture_output=True, text=True, timeout=300,
     )

@@ -5,7 +5,6 @@ folders only: the checkout's hub/, release record and queue are never written.""
 import hashlib
 import importlib.util
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -15,7 +14,7 @@ import pytest
 import torch
 
 import ladder_zoo
-from helpers import ROOT
+from helpers import ROOT, environ_without_hub
 
 _spec = importlib.util.spec_from_file_location("collect", ROOT / "examples" / "gpu" / "collect.py")
 collect = importlib.util.module_from_spec(_spec)
@@ -35,7 +34,7 @@ def returned(tmp_path_factory):
     """The files a --tiny draw leaves in its --out, and what it printed."""
     tmp = tmp_path_factory.mktemp("draw")
     before = fingerprint()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "LADDER_ZOO_"))}
+    env = environ_without_hub()
     result = subprocess.run([sys.executable, "examples/gpu/draw.py", "--out", str(tmp / "out"), "--tiny", "--work",
                              str(tmp / "work")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]

@@ -6,7 +6,6 @@ no backbone key missing or unexpected and give the zoo's features, ``ladder-zoo:
 and the same features from every entry point for every zoo name."""
 import json
 import logging
-import os
 import pickle
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from torchvision.io import decode_image
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 import ladder_zoo
-from helpers import ROOT, SAMPLE, random_state_dict
+from helpers import ROOT, SAMPLE, environ_without_hub, random_state_dict
 from ladder_zoo.integrations import detectron2 as d2, mmdet as mm
 from ladder_zoo.integrations.torchvision import backbone_with_fpn, fasterrcnn, fcn, maskrcnn, retinanet, zoo_backbone
 from ladder_zoo.models import ARCHS
@@ -232,7 +231,7 @@ def test_detectron2_command_line_trains_and_evaluates_the_readme_config(tmp_path
     state = trained_scale_r50(tmp_path / "w.safetensors")
     ann = write_tiny_coco(tmp_path / "coco")
     out = tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "LADDER_ZOO_"))}
+    env = environ_without_hub()
     cmd = [sys.executable, "-m", "ladder_zoo.integrations.detectron2_train",
            "--config-file", str(CONFIGS / "detectron2" / "mask_rcnn_ladder_byol_r50_fpn_1x.yaml"),
            "--register-coco", "tiny", str(ann), str(tmp_path / "coco" / "images"),
