@@ -287,6 +287,11 @@ class Run:
         windows = self.windows(skip, last, alone)
         return statistics.median(r["img_per_s"] for r in windows) if windows else None
 
+    def steady_speed(self, skip: int):
+        """(img/s, whether taken alone): the median of the windows taken alone if there are any, else of all."""
+        alone = self.speed(skip, alone=True)
+        return (alone, True) if alone else (self.speed(skip), False)
+
     def seconds_left(self, speed: float) -> float:
         return (self.steps - self.step) * self.entry.batch_size / speed
 
@@ -467,10 +472,7 @@ class Draw:
 
     def eager_speed(self):
         """(img/s of the eager probe's steady windows, whether they were taken alone): the alone ones if any."""
-        if self.eager is None:
-            return None, False
-        alone = self.eager.speed(self.setting.skip_windows, alone=True)
-        return (alone, True) if alone else (self.eager.speed(self.setting.skip_windows), False)
+        return self.eager.steady_speed(self.setting.skip_windows) if self.eager else (None, False)
 
     # 3. the runs ---------------------------------------------------------------------------------------------------
     def run_queue(self) -> None:
@@ -781,7 +783,7 @@ class Draw:
         s = self.setting
         eager, alone = self.eager_speed()
         fastest = next((r for r in self.runs if r.confirmed), None)
-        fast = (fastest.speed(s.skip_windows, alone=True) or fastest.speed(s.skip_windows)) if fastest else None
+        fast = fastest.steady_speed(s.skip_windows)[0] if fastest else None
         stack = self.info.get("stack", {})
         return {
             "gpu": stack.get("gpu"),
