@@ -50,7 +50,7 @@ import sys
 import tarfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -865,7 +865,8 @@ def main() -> int:
     parser.add_argument("--max-runs", type=int, help="start at most this many queue entries (--tiny: 2)")
     args = parser.parse_args()
     setting = TINY if args.tiny else GPU
-    setting.max_runs = args.max_runs if args.max_runs is not None else setting.max_runs
+    if args.max_runs is not None:  # a copy: GPU and TINY stay as written
+        setting = replace(setting, max_runs=args.max_runs)
     args.budget_s = args.budget_s or (300.0 if args.tiny else 540.0)
     args.out.mkdir(parents=True, exist_ok=True)
     draw = Draw(args, setting)
