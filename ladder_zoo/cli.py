@@ -13,7 +13,7 @@ import os
 import sys
 import textwrap
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -111,6 +111,8 @@ def _top(release: dict, kind: str) -> str:
 
 
 def _info(args) -> int:
+    if ":" not in args.name and args.name.partition(".")[0] not in models.MODELS:
+        return _info_timm(args.name)
     model = create_model(args.name, features_only=True)
     cfg = dict(model.pretrained_cfg)
     name, tag = cfg["architecture"], cfg.get("tag")
@@ -126,20 +128,47 @@ def _info(args) -> int:
     if evaluation:
         print(f"evaluation: {arch.dataset} test split, kNN (k={evaluation['knn']['k']}, "
               f"T={evaluation['knn']['temperature']}) and linear probe, top-1 % per level")
-    print("levels (out_indices):")
-    info = model.feature_info
-    rows = [("index", "level", "module", "channels", "stride", *(("kNN", "linear") if evaluation else ()))]
-    names = models.level_names(info.info)
-    for i, m, c, r in zip(info.out_indices, info.module_name(), info.channels(), info.reduction()):
-        figures = [f"{100 * acc[names[i]]:.1f}" if names[i] in acc else "-" for acc in (knn, linear)]
-        rows.append((str(i), names[i], m, str(c), str(r), *(figures if evaluation else ())))
-    _print_table(rows, indent=2)
+    _print_levels(model, {"kNN": knn, "linear": linear} if evaluation else {})
     print("weights: " + ("\n  ".join(_weights_status(name, tag)) if tag else "no pretrained tag declared"))
     if tag:
         print(f"recipe: {models.recipe_path(name, tag)}")
     print("pretrained_cfg:")
     print(json.dumps(cfg, indent=2, default=str))
     return 0
+
+
+def _info_timm(name: str) -> int:
+    """A timm name outside the zoo (unknown names: UnknownModelError): its levels and timm's pretrained cfg."""
+    try:
+        model = create_model(name, features_only=True)
+    except UnknownModelError:
+        raise
+    except RuntimeError as e:  # timm: no features_only form of this model
+        raise ValueError(f"{name} is timm's, and timm builds no features_only form of it: {e}") from e
+    cfg = dict(model.pretrained_cfg)
+    print(f"{name}: timm's model, not one of ladder-zoo's (`ladder-zoo list` shows the zoo)")
+    print(f"parameters: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M (backbone, no head)")
+    _print_levels(model, {})
+    source = f"the Hub repository {cfg['hf_hub_id']}" if cfg.get("hf_hub_id") else cfg.get("url") or "nowhere"
+    print(textwrap.fill(f"weights: timm's own, tag {cfg.get('tag') or '-'}, from {source}", 100,
+                        subsequent_indent="  "))
+    print(f"self-supervised pretraining in a checkout: python -m train.pretrain model={name.partition('.')[0]} ...")
+    print("pretrained_cfg:")
+    print(json.dumps(cfg, indent=2, default=str))
+    return 0
+
+
+def _print_levels(model: torch.nn.Module, figures: Dict[str, Dict[str, float]]) -> None:
+    """The levels of a features_only model (index, name, module, channels, stride), then a column of top-1 % per
+    entry of ``figures`` ({column: {level: accuracy}})."""
+    info = model.feature_info
+    names = models.level_names(info.info)
+    rows = [("index", "level", "module", "channels", "stride", *figures)]
+    for i, m, c, r in zip(info.out_indices, info.module_name(), info.channels(), info.reduction()):
+        cells = [f"{100 * acc[names[i]]:.1f}" if names[i] in acc else "-" for acc in figures.values()]
+        rows.append((str(i), names[i], m, str(c), str(r), *cells))
+    print("levels (out_indices):")
+    _print_table(rows, indent=2)
 
 
 def _weights_status(arch: str, tag: str) -> List[str]:
