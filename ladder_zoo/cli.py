@@ -21,7 +21,7 @@ from huggingface_hub import try_to_load_from_cache
 
 from . import hub, models
 from .device import resolve_device
-from .errors import UnknownModelError, WeightsError
+from .errors import UnknownModelError, WeightsError, phrased_for
 from .factory import create_model, list_models, list_pretrained
 from .weights import WEIGHTS_NAME
 
@@ -251,7 +251,7 @@ def _features(args) -> int:
     try:
         model = create_model(args.name, **kwargs)
     except WeightsError as e:
-        raise WeightsError(f"{e} (or pass --random-init to look at shapes only)") from e
+        raise phrased_for(e, "--random-init (shapes only)", "--checkpoint PATH") from e
     model = model.eval().to(device)
     transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model), is_training=False)
 
@@ -316,7 +316,10 @@ def _convert(args) -> int:
         from .integrations.detectron2 import convert
     else:
         from .integrations.mmdet import convert
-    stats = convert(args.name, args.out, checkpoint=args.checkpoint, revision=args.revision)
+    try:
+        stats = convert(args.name, args.out, checkpoint=args.checkpoint, revision=args.revision)
+    except WeightsError as e:
+        raise phrased_for(e, "--checkpoint PATH (a run's own weights)", "--checkpoint PATH") from e
     depth = stats["depth"]
     print(f"wrote {args.out} for {args.to}'s ResNet-{depth}. The weights take RGB input, mean {stats['mean']}, "
           f"std {stats['std']} (0-255 pixels).")

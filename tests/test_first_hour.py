@@ -90,3 +90,32 @@ def test_pip_install_is_inference_only():
             "{name.split('.')[0] for name in sys.modules})))")
     result = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0 and json.loads(result.stdout) == [], result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign", "plain pickle"])
+def test_a_corrupt_or_foreign_pt_file_is_one_short_line(tmp_path, capsys, sample_images, damage):
+    """torch's own error quotes "re-running with weights_only=False will likely succeed": wrong advice for a corrupt
+    file, and unsafe for a foreign one. One line instead, naming what torch found."""
+    import collections
+    import pickle
+
+    from ladder_zoo.cli import main
+
+    path = tmp_path / "weights.pt"
+    if damage == "truncated":
+        torch.save({"conv1.weight": torch.zeros(64, 3, 3, 3)}, path)
+        path.write_bytes(path.read_bytes()[:1000])
+    elif damage == "foreign":
+        torch.save({"conv1.weight": collections.UserDict()}, path)
+    else:
+        path.write_bytes(pickle.dumps({"conv1.weight": [0.0]}))
+    assert main(["features", "byol_r18_cifar", str(sample_images[0]), "--checkpoint", str(path)]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith(f"ladder-zoo features: error: {path} is not a readable torch checkpoint (")
+    assert "weights_only" not in line and len(line) < 320 + len(str(path)), line
+    assert line.endswith("): truncated or corrupt (copy it again), or not a file of tensors (save a state_dict() with "
+                         "torch.save, or as safetensors).")
+    detail = {"truncated": "RuntimeError: PytorchStreamReader failed reading zip archive",
+              "foreign": "(it holds more than tensors and plain containers: collections.UserDict)",
+              "plain pickle": "(it holds more than tensors and plain containers: Unsupported operand"}[damage]
+    assert detail in line
