@@ -21,7 +21,7 @@ from huggingface_hub import try_to_load_from_cache
 
 from . import hub, models
 from .device import resolve_device
-from .errors import UnknownModelError, WeightsError, phrased_for
+from .errors import UnknownModelError, WeightsError, WeightsNotFoundError, phrased_for
 from .factory import create_model, list_models, list_pretrained
 from .weights import WEIGHTS_NAME
 
@@ -241,7 +241,7 @@ def _features(args) -> int:
         print("WARNING: --random-init: RANDOM weights, no pretrained weights loaded. The features below mean "
               "nothing beyond their shapes.", file=sys.stderr)
         torch.manual_seed(0)  # the same random weights every run
-    kwargs = dict(features_only=True, pretrained=not args.random_init, revision=args.revision)
+    kwargs = dict(features_only=True, pretrained=not (args.random_init or args.checkpoint), revision=args.revision)
     weights = "random init" if args.random_init else "pretrained"
     if args.checkpoint:
         kwargs["checkpoint_path"] = args.checkpoint
@@ -249,6 +249,8 @@ def _features(args) -> int:
     if args.out_indices:
         kwargs["out_indices"] = tuple(args.out_indices)
     try:
+        if kwargs["pretrained"] and args.name.partition(".")[0] not in models.MODELS:
+            _timm_weights_at_hand(args.name)
         model = create_model(args.name, **kwargs)
     except WeightsError as e:
         raise phrased_for(e, "--random-init (shapes only)", "--checkpoint PATH") from e
@@ -309,6 +311,23 @@ def _features(args) -> int:
         args.out.chmod(0o666 & ~umask)  # as any file the user writes (safetensors writes 0600)
         print(f"saved {', '.join(f'{k} {tuple(v.shape)}' for k, v in tensors.items())} to {args.out}")
     return 0
+
+
+def _timm_weights_at_hand(name: str) -> None:
+    """timm's own weights of a timm name, where the Hub does not answer (or HF_HUB_OFFLINE is set): cached, or
+    WeightsNotFoundError at once instead of huggingface_hub's retries (about 50 s) and its generic error."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    repo = cfg.hf_hub_id if cfg else None
+    if not repo or (not hub.is_offline() and hub.hub_reachable()):
+        return
+    files = {cfg.hf_hub_filename or "pytorch_model.bin", "model.safetensors"}  # timm tries model.safetensors first
+    if any(isinstance(try_to_load_from_cache(repo, f), str) for f in files):
+        return
+    why = "HF_HUB_OFFLINE is set" if hub.is_offline() else f"the Hub at {hub.hf_constants.ENDPOINT} does not answer"
+    raise WeightsNotFoundError(f"timm's weights of {name} ({repo}) are not in the Hugging Face cache and {why}. "
+                               f"Download them once online (`hf download {repo}`), or use pretrained=False.")
 
 
 def _convert(args) -> int:
