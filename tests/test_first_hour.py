@@ -205,3 +205,49 @@ def test_a_config_key_in_other_words_gets_the_one_meant(key, meant):
 
     with pytest.raises(ValueError, match=rf"unknown config key '{key}'; did you mean [^?]*\b{meant}\b"):
         load_config(None, [f"{key}=1"])
+
+
+def test_weights_not_found_names_the_fix_where_the_user_is(isolated_hub, tmp_path, capsys):
+    """The shipped detection configs name ladder_byol_r50.in1k_200ep, unreleased: the error's fix is a config key in
+    a config, a flag on a command line; create_model's pretrained=False only in Python."""
+    import ladder_zoo
+    from ladder_zoo.cli import main
+
+    name = "ladder_byol_r50.in1k_200ep"
+    assert main(["convert", name, "--to", "mmdet", str(tmp_path / "r50.pth")]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert f"No weights are published for {name}" in line and "or use --checkpoint PATH (a run's own weights)" in line
+    fixes = {"ladder-zoo convert": line}
+    try:
+        from detectron2.config import get_cfg
+        from detectron2.modeling import build_backbone
+
+        from ladder_zoo.integrations.detectron2 import add_ladder_zoo_config
+    except ImportError:
+        pass
+    else:
+        cfg = get_cfg()
+        add_ladder_zoo_config(cfg)
+        cfg.merge_from_file(str(ROOT / "configs/detectron2/mask_rcnn_ladder_byol_r50_fpn_1x.yaml"))
+        with pytest.raises(ladder_zoo.WeightsNotFoundError) as e:
+            build_backbone(cfg)
+        assert "or use MODEL.LADDER_ZOO.PRETRAINED False." in str(e.value)
+        fixes["detectron2"] = str(e.value)
+    try:
+        from mmengine.config import Config
+        from mmengine.registry import MODELS
+        from mmengine.runner import CheckpointLoader
+    except ImportError:
+        pass
+    else:
+        cfg = Config.fromfile(str(ROOT / "configs/mmdet/mask-rcnn_ladder-byol-r50_fpn_1x_coco.py"))
+        with pytest.raises(ladder_zoo.WeightsNotFoundError) as e:
+            MODELS.build(cfg.model.backbone)
+        assert ("or use backbone.pretrained=False (in the config, or --cfg-options model.backbone.pretrained=False)"
+                in str(e.value))
+        fixes["mmdet"] = str(e.value)
+        with pytest.raises(ladder_zoo.WeightsNotFoundError) as e:
+            CheckpointLoader.load_checkpoint(f"ladder-zoo://{name}")
+        assert "or use no init_cfg (random weights)." in str(e.value)
+        fixes["ladder-zoo://"] = str(e.value)
+    assert not [where for where, message in fixes.items() if "pretrained=False." in message or "\n" in message]
