@@ -78,11 +78,11 @@ def _train(cfg: Config, preempt: preemption.Watch) -> Path:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         log.message(f"{cfg.name}: {cfg.model}, levels '{cfg.method.levels}', {env.world} process(es) on "
                     f"{env.device.type}, steps {start}..{stop} of {total}" + (f" (resumed {resumed.path})" if resumed else ""))
+        log.message(describe_lr(cfg))
         if start >= stop:  # the same command run again: resume=auto found the finished run
             log.message(f"nothing to train: {resumed.path} already holds step {start}, the last of this run "
                         f"(max_steps={cfg.max_steps}, epochs={cfg.epochs}). Raise max_steps or epochs to go on, or "
                         "start over in a fresh out_dir= (or with resume=none).")
-        log.message(describe_lr(cfg))
     nonfinite = torch.zeros((), device=env.device)
     checked, reported_bad, stopped_by = start, 0, 0
     model.train()
