@@ -50,8 +50,8 @@ class Watch:
             if self.received:  # a second Ctrl-C (or Ctrl-C after a preemption signal): stop now
                 raise KeyboardInterrupt
             if os.environ.get("RANK", "0") == "0":  # os.write: a print could re-enter stderr's buffer mid-write
-                os.write(2, b"\nCtrl-C: stopping after this step with a checkpoint; Ctrl-C again stops at once, "
-                            b"without one\n")
+                os.write(2, b"\n" * os.isatty(2) + b"Ctrl-C: stopping after this step with a checkpoint; Ctrl-C again "
+                            b"stops at once, without one\n")  # on a terminal, below the progress bar
         self.received = self.received or signum
 
     def __enter__(self) -> "Watch":
