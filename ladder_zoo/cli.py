@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from huggingface_hub import constants as hf_constants
 from huggingface_hub import try_to_load_from_cache
 
 from . import hub, models
@@ -325,7 +326,7 @@ def _timm_weights_at_hand(name: str) -> None:
     files = {cfg.hf_hub_filename or "pytorch_model.bin", "model.safetensors"}  # timm tries model.safetensors first
     if any(isinstance(try_to_load_from_cache(repo, f), str) for f in files):
         return
-    why = "HF_HUB_OFFLINE is set" if hub.is_offline() else f"the Hub at {hub.hf_constants.ENDPOINT} does not answer"
+    why = "HF_HUB_OFFLINE is set" if hub.is_offline() else f"the Hub at {hf_constants.ENDPOINT} does not answer"
     raise WeightsNotFoundError(f"timm's weights of {name} ({repo}) are not in the Hugging Face cache and {why}. "
                                f"Download them once online (`hf download {repo}`), or use pretrained=False.")
 

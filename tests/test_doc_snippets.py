@@ -49,7 +49,7 @@ NOT_HERE = {
         "the GPU machine; its --tiny line is test_draw.py",
     ("docs/reliability.md", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun --nnodes=1:4 --nproc_per_node=8 --max-restarts=3 \\"):
         "a cluster of GPU nodes; test_reliability.py restarts a 2-process CPU group alike",
-    ("docs/reliability.md", "python -m pytest -q tests/test_reliability.py     # 13 tests: 1.7-3.1 minutes on 2 CPU cores shared with other work"):
+    ("docs/reliability.md", "python -m pytest -q tests/test_reliability.py     # 13 tests: 2.0-3.6 minutes on 2 CPU cores shared with other work"):
         "a suite module, and a measurement (1.28 M file names) rather than a check",
     ("docs/training.md", "mkdir -p data && cp path/to/cifar10-jpeg.tar.gz data/   # CIFAR-10 as JPEGs in ImageFolder layout; recipes read the archive as is"):
         "CIFAR-10 and 8 GPUs; test_train_runs.py runs pretrain -> export -> create_model on the sample",
