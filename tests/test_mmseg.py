@@ -133,3 +133,16 @@ def test_names_fcn_d8_cannot_dilate_get_one_line(name, problem):
     with pytest.raises(ValueError, match=problem) as error:
         MODELS.build(cfg.model)
     assert "\n" not in str(error.value) and "r18, r50, convnext_t" in str(error.value)
+
+
+def test_mmseg_own_resnet_loads_the_zoo_weights_by_the_scheme(release):
+    """Or keep mmseg's own ResNet (torchvision's parameter names, as the zoo's), D8, weights by ladder-zoo://."""
+    init_default_scope("mmseg")
+    backbone = MODELS.build(dict(type="ResNet", depth=50, dilations=(1, 1, 2, 4), strides=(1, 2, 1, 1),
+                                 contract_dilation=True, init_cfg=dict(
+                                     type="Pretrained", checkpoint="ladder-zoo://ladder_byol_r50.in1k_200ep")))
+    backbone.init_weights()
+    state = backbone.state_dict()
+    assert set(state) == {k for k in release if not k.startswith("fc.")}  # every key, none left over
+    for key in ("conv1.weight", "layer3.5.bn3.running_var", "layer4.2.conv3.weight"):
+        torch.testing.assert_close(state[key], release[key])
