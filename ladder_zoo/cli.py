@@ -148,8 +148,9 @@ def _info(args) -> int:
         figures = [f"{100 * acc[names[i]]:.1f}" if names[i] in acc else "-" for acc in (knn, linear)]
         rows.append((str(i), names[i], m, str(c), str(r), *(figures if evaluation else ())))
     _print_table(rows, indent=2)
-    print("integrations:")
-    _print_table(integrations(name), indent=2)
+    if integrations(name):
+        print("integrations:")
+        _print_table(integrations(name), indent=2)
     print("weights: " + ("\n  ".join(_weights_status(name, tag)) if tag else "no pretrained tag declared"))
     if tag:
         print(f"recipe: {models.recipe_path(name, tag)}")

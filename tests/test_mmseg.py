@@ -108,14 +108,19 @@ def test_voc_config_trains_one_iteration_and_validates_with_the_zoo_weights(rele
 
 
 def test_one_setting_switches_the_zoo_name_and_cityscapes_builds():
-    """model.backbone.name alone: a ResNet-18 (res4 256, res5 512 channels) in the same FCN-D8; and the Cityscapes
-    config builds (sliding-window test, align_corners) and segments at its input size."""
+    """model.backbone.name alone switches the network: a ResNet-18 (res4 256, res5 512 channels) in the same FCN-D8
+    (random weights here: pretrained=False, none is released); and the Cityscapes config builds (sliding-window
+    test, align_corners) and segments at stride 8."""
     init_default_scope("mmseg")
     cfg = Config.fromfile(str(CITYSCAPES))
     cfg.merge_from_dict({"model.backbone.name": "ladder_densebyol_r18", "model.backbone.pretrained": False})
     assert cfg.model.test_cfg.mode == "slide" and cfg.model.decode_head.align_corners
     model = MODELS.build(cfg.model).eval()
     assert (model.decode_head.in_channels, model.auxiliary_head.in_channels) == (512, 256)
+    assert model.data_preprocessor.std.flatten().tolist() == pytest.approx([58.395, 57.12, 57.375])
+    # the pixel statistics are the weights' pretrained_cfg's, whatever the config's base says
+    cfg.model.backbone.pretrained_cfg_overlay = dict(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    assert MODELS.build(cfg.model).data_preprocessor.mean.flatten().tolist() == [127.5] * 3
     with torch.no_grad():
         logits = model(torch.rand(1, 3, 40, 48), mode="tensor")
     assert logits.shape == (1, 19, 5, 6)  # 19 Cityscapes classes at stride 8

@@ -99,7 +99,10 @@ def check_output_stride(name: str, output_stride: int) -> None:
 
 
 def integrations(name: str) -> List[Tuple[str, str]]:
-    """(framework, what it takes of the zoo name ``name``) for mmseg, transformers and ONNX: ``ladder-zoo info``."""
+    """(framework, what it takes of the zoo name ``name``) for mmseg, transformers and ONNX: ``ladder-zoo info``;
+    none for a name outside the zoo."""
+    if not family(name):
+        return []
     arch = ARCHS[MODELS[name.split(".")[0]].arch]
     height, width = arch.data["input_size"][1:]
     fixed = FAMILIES[arch.family].cfg.get("fixed_input_size")
