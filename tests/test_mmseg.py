@@ -5,6 +5,7 @@ mmseg's PascalVOCDataset reads them, with the backbone's weights from the zoo's 
 zoo name; names FCN-D8 cannot dilate get one line."""
 import json
 import shutil
+from importlib.util import find_spec
 
 import numpy as np
 import pytest
@@ -13,18 +14,25 @@ from PIL import Image
 
 from helpers import ROOT, SAMPLE, make_release
 
-pytest.importorskip("mmseg")
-pytest.importorskip("mmseg.models")  # mmseg 1.2.2 imports ftfy there (not among its requirements: mmseg#3704)
-from mmengine.config import Config  # noqa: E402
-from mmengine.registry import init_default_scope  # noqa: E402
-from mmseg.registry import MODELS  # noqa: E402
-
-import ladder_zoo.integrations.mmseg  # noqa: E402,F401  (registers LadderZooEncoderDecoder, as custom_imports does)
+pytestmark = pytest.mark.skipif(find_spec("mmseg") is None, reason="mmsegmentation is not installed (.ci/run installs it)")
 
 CONFIGS = ROOT / "configs" / "mmseg"
 VOC = CONFIGS / "fcn_ladder-byol-r50-d8_4xb4-20k_voc12aug-512x512.py"
 CITYSCAPES = CONFIGS / "fcn_ladder-byol-r50-d8_4xb2-40k_cityscapes-769x769.py"
 CROP = 32  # px: the configs' 512 / 769 crops cut down to the CIFAR images' size, for the CPU
+
+
+@pytest.fixture(scope="module", autouse=True)
+def registry():
+    """mmseg's model registry, LadderZooEncoderDecoder in it (as the configs' custom_imports register it), mmseg's
+    scope the default; imported here, not at collection, where every worker of the parallel run would pay for it."""
+    pytest.importorskip("mmseg.models")  # mmseg 1.2.2 imports ftfy there (not among its requirements: mmseg#3704)
+    import ladder_zoo.integrations.mmseg  # noqa: F401
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    init_default_scope("mmseg")
+    return MODELS
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +71,7 @@ def voc_root(tmp_path_factory):
     return root
 
 
-def tiny(cfg: Config, data_root, work_dir) -> Config:
+def tiny(cfg, data_root, work_dir):
     """``cfg`` on ``data_root`` with CROP-px crops, 2 images a batch, in this process, one iteration, no checkpoint."""
     datasets = [*cfg.train_dataloader.dataset.datasets, cfg.val_dataloader.dataset, cfg.test_dataloader.dataset]
     for dataset in datasets:
@@ -88,6 +96,7 @@ def tiny(cfg: Config, data_root, work_dir) -> Config:
 def test_voc_config_trains_one_iteration_and_validates_with_the_zoo_weights(release, voc_root, tmp_path):
     """The VOC config as tools/train.py runs it (Config.fromfile, Runner.from_cfg, train: one iteration, then the
     validation loop's inference and mIoU), the backbone exactly the released file's weights before the step."""
+    from mmengine.config import Config
     from mmengine.runner import Runner
 
     cfg = tiny(Config.fromfile(str(VOC)), voc_root, tmp_path)
@@ -107,20 +116,21 @@ def test_voc_config_trains_one_iteration_and_validates_with_the_zoo_weights(rele
     assert 0 <= runner.message_hub.get_scalar("val/mIoU").current() <= 100
 
 
-def test_one_setting_switches_the_zoo_name_and_cityscapes_builds():
+def test_one_setting_switches_the_zoo_name_and_cityscapes_builds(registry):
     """model.backbone.name alone switches the network: a ResNet-18 (res4 256, res5 512 channels) in the same FCN-D8
     (random weights here: pretrained=False, none is released); and the Cityscapes config builds (sliding-window
     test, align_corners) and segments at stride 8."""
-    init_default_scope("mmseg")
+    from mmengine.config import Config
+
     cfg = Config.fromfile(str(CITYSCAPES))
     cfg.merge_from_dict({"model.backbone.name": "ladder_densebyol_r18", "model.backbone.pretrained": False})
     assert cfg.model.test_cfg.mode == "slide" and cfg.model.decode_head.align_corners
-    model = MODELS.build(cfg.model).eval()
+    model = registry.build(cfg.model).eval()
     assert (model.decode_head.in_channels, model.auxiliary_head.in_channels) == (512, 256)
     assert model.data_preprocessor.std.flatten().tolist() == pytest.approx([58.395, 57.12, 57.375])
     # the pixel statistics are the weights' pretrained_cfg's, whatever the config's base says
     cfg.model.backbone.pretrained_cfg_overlay = dict(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-    assert MODELS.build(cfg.model).data_preprocessor.mean.flatten().tolist() == [127.5] * 3
+    assert registry.build(cfg.model).data_preprocessor.mean.flatten().tolist() == [127.5] * 3
     with torch.no_grad():
         logits = model(torch.rand(1, 3, 40, 48), mode="tensor")
     assert logits.shape == (1, 19, 5, 6)  # 19 Cityscapes classes at stride 8
@@ -131,19 +141,19 @@ def test_one_setting_switches_the_zoo_name_and_cityscapes_builds():
     ("ladder_byol_swin_t", "has no dilated form"),
     ("byol_r18_cifar", "has the CIFAR stem"),
 ])
-def test_names_fcn_d8_cannot_dilate_get_one_line(name, problem):
+def test_names_fcn_d8_cannot_dilate_get_one_line(name, problem, registry):
+    from mmengine.config import Config
+
     cfg = Config.fromfile(str(VOC))
     cfg.model.backbone.update(name=name, pretrained=False)
-    init_default_scope("mmseg")
     with pytest.raises(ValueError, match=problem) as error:
-        MODELS.build(cfg.model)
+        registry.build(cfg.model)
     assert "\n" not in str(error.value) and "r18, r50, convnext_t" in str(error.value)
 
 
-def test_mmseg_own_resnet_loads_the_zoo_weights_by_the_scheme(release):
+def test_mmseg_own_resnet_loads_the_zoo_weights_by_the_scheme(release, registry):
     """Or keep mmseg's own ResNet (torchvision's parameter names, as the zoo's), D8, weights by ladder-zoo://."""
-    init_default_scope("mmseg")
-    backbone = MODELS.build(dict(type="ResNet", depth=50, dilations=(1, 1, 2, 4), strides=(1, 2, 1, 1),
+    backbone = registry.build(dict(type="ResNet", depth=50, dilations=(1, 1, 2, 4), strides=(1, 2, 1, 1),
                                  contract_dilation=True, init_cfg=dict(
                                      type="Pretrained", checkpoint="ladder-zoo://ladder_byol_r50.in1k_200ep")))
     backbone.init_weights()
