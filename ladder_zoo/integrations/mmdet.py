@@ -20,10 +20,10 @@ from typing import Dict, Optional
 import torch
 
 from ._common import model_to_convert, pixel_stats, resnet_depth
-from ._mmengine import MODELS, SCHEME, convert_state_dict
+from ._mmengine import MODELS, SCHEME, convert_state_dict  # noqa: F401  (SCHEME: this module's API before _mmengine)
 
 if MODELS is not None:  # mmengine installed: the backbone and the scheme are registered
-    from ._mmengine import LadderZooBackbone, load_from_ladder_zoo  # noqa: F401  (mmdet configs name them)
+    from ._mmengine import LadderZooBackbone, load_from_ladder_zoo  # noqa: F401  (as this module's, before _mmengine)
 
 
 def convert(name: str, out: Path, checkpoint: Optional[str] = None, revision: Optional[str] = None) -> Dict[str, list]:
