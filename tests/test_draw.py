@@ -293,6 +293,14 @@ def test_the_pack_leaves_out_what_it_cannot_read_and_unreleased_folders(tmp_path
     assert any("logs/gone.txt unreadable" in f for f in journal.info["failures"])
 
 
+def test_the_speed_record_says_what_bounded_a_run():
+    h100 = {"cpu_cores_busy": 1.0, "data_wait": 0.001}  # results/h100_2026-11-23: one core at 100 %, GPU 39 % busy
+    assert draw_pack.what_bounded(h100, {"1 run(s)": {"busy": 0.39}}).startswith("the host")
+    assert draw_pack.what_bounded(h100, {"1 run(s)": {"busy": 0.97}}).startswith("the GPU")
+    assert draw_pack.what_bounded({**h100, "data_wait": 0.4}, None).startswith("data loading")
+    assert draw_pack.what_bounded({"cpu_cores_busy": 0.5, "data_wait": 0.0}, None).startswith("not clear")
+
+
 def test_a_call_mirrors_the_record_and_returns_before_its_limit(tmp_path):
     """attach: the draw's files copied whole into $OUT as they change, the call back at its limit while the
     draw goes on; once the draw is done, its exit status."""

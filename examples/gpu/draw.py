@@ -68,14 +68,17 @@ from draw_runs import GpuBusy, Judge, Run  # noqa: E402
 LATEST = ROOT / "runs" / "draw-latest"  # call 1's draw, for call 2
 STACK = """
 import json, sys
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 import torch
 from train.step import stack_key
 cuda = torch.cuda.is_available()
+try:
+    triton = version("triton")
+except PackageNotFoundError:
+    triton = None
 print(json.dumps({"python": sys.version.split()[0], "torch": torch.__version__, "cuda": torch.version.cuda,
                   **{name: version(name) for name in ("timm", "torchvision", "huggingface_hub", "safetensors")},
-                  "triton": stack_key(torch.device("cpu")).rpartition("-triton")[2],
-                  "compile_cache": stack_key(torch.device("cuda" if cuda else "cpu")),
+                  "triton": triton, "compile_cache": stack_key(torch.device("cuda" if cuda else "cpu")),
                   "cuda_available": cuda, "gpu": torch.cuda.get_device_name(0) if cuda else None,
                   "gpu_memory_gib": round(torch.cuda.get_device_properties(0).total_memory / 2**30) if cuda else None}))
 """

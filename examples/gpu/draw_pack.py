@@ -28,7 +28,7 @@ class Report:
         self.work, self.out = work, work / "out"
         self.entries: List[Entry] = []
         self.gpu: Optional[GpuBusy] = None
-        self.progress_at, self.progress_events = -1e9, -1
+        self.progress_at, self.progress_events, self.progress_failed = -1e9, -1, False
 
     # the provisional record ----------------------------------------------------------------------------------------
     def progress(self, force: bool = False) -> None:
@@ -39,12 +39,17 @@ class Report:
                 self.setting.progress_s:
             return
         self.progress_at, self.progress_events = now, self.journal.events
-        self.out.mkdir(parents=True, exist_ok=True)
         head = (f"draw {self.journal.info['id']}: PROVISIONAL at {now:.0f} s of {self.clock.end:.0f} (the draw goes "
                 "on; call 2 returns its pack)")
-        write_atomic(self.out / "speed.json", json.dumps({**self.speed(), "provisional": True}, indent=2) + "\n")
-        write_atomic(self.out / "summary.txt", "\n".join([head, self.table(), "", *self.failures(),
-                                                          "last lines:", *self.journal.lines[-8:]]) + "\n")
+        try:  # a record that cannot be written never stops the draw
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.out / "speed.json", json.dumps({**self.speed(), "provisional": True}, indent=2) + "\n")
+            write_atomic(self.out / "summary.txt", "\n".join([head, self.table(), "", *self.failures(),
+                                                              "last lines:", *self.journal.lines[-8:]]) + "\n")
+        except OSError as e:
+            if not self.progress_failed:
+                self.journal.fail(f"the provisional record was not written: {e}")
+            self.progress_failed = True
 
     # the pack ------------------------------------------------------------------------------------------------------
     def pack(self) -> List[Path]:
@@ -113,13 +118,15 @@ class Report:
 
     def finish(self, parts: List[Path]) -> str:
         """The final summary.txt and speed.json beside the parts; returns the summary."""
+        speed = self.speed()
         summary = [f"draw {self.journal.info['id']} on {self.journal.info.get('stack', {}).get('gpu') or 'the CPU'}, "
                    f"{self.clock.now():.0f} s of {self.clock.end:.0f}" + (" (--tiny: no release)" if self.tiny else ""),
                    self.table(), ""]
         summary += [f"part {p.name} {p.stat().st_size} {sha256(p)}" for p in parts]
+        summary += [f"bound: {label}: {what}" for label, what in speed["bound"].items()]
         summary += self.failures()
         self.out.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.out / "speed.json", json.dumps(self.speed(), indent=2) + "\n")
+        write_atomic(self.out / "speed.json", json.dumps(speed, indent=2) + "\n")
         write_atomic(self.out / "summary.txt", "\n".join(summary) + "\n")
         return "\n".join(summary)
 
@@ -135,6 +142,7 @@ class Report:
         fastest = next((r for r in judge.runs if r.confirmed), None)
         fast = fastest.steady_speed(s.skip_windows)[0] if fastest else None
         stack = self.journal.info.get("stack", {})
+        runs, busy = [r.summary(s.skip_windows) for r in judge.runs], self.gpu.summary() if self.gpu else None
         return {
             "gpu": stack.get("gpu"),
             "stack": {k: stack.get(k) for k in ("python", "torch", "triton", "timm", "huggingface_hub", "cuda",
@@ -146,8 +154,9 @@ class Report:
                                               "loss_max_rel_diff": fastest.loss_diff},
                       "ratio": round(fast / eager, 2) if fast and eager else None,
                       "modes_failed": judge.mode_failures},
-            "runs": [r.summary(s.skip_windows) for r in judge.runs],
-            "gpu_busy": self.gpu.summary() if self.gpu else None,
+            "runs": runs,
+            "gpu_busy": busy,
+            "bound": {r["label"]: what_bounded(r, busy) for r in runs if r["label"] != "probe-none" and r["img_per_s"]},
             "timings": self.journal.info["timings"],
             "deadlines_s": self.clock.deadlines(),
             "finished": [r.entry.release for r in judge.runs if r.status == "finished" and r is not judge.eager],
@@ -167,6 +176,21 @@ class Report:
             if r["status"] == "not started":
                 rows.append(f"{Path(r['recipe']).stem:<48} {'-':<15} {'-':>7} {'-':>13}  {'not run':<10} {r['note']}")
         return "\n".join(rows)
+
+
+def what_bounded(run: dict, busy: Optional[dict]) -> str:
+    """What held a run's speed, from its data wait, its process's CPU share and the GPU's busy fraction while it
+    trained alone: data loading, the GPU, or the host (the H100 run: one core at 100 %, the GPU 39 % busy)."""
+    gpu = (busy or {}).get("1 run(s)", {}).get("busy")
+    cpu, wait = run.get("cpu_cores_busy"), run.get("data_wait")
+    seen = f"GPU busy {'-' if gpu is None else f'{100 * gpu:.0f} %'}, CPU cores {cpu}, data wait {wait}"
+    if wait is not None and wait >= 0.2:
+        return f"data loading ({seen})"
+    if gpu is not None and gpu >= 0.9:
+        return f"the GPU ({seen})"
+    if cpu is not None and cpu >= 0.9:
+        return f"the host: the training process's CPU time ({seen})"
+    return f"not clear ({seen})"
 
 
 def new_caches(folder: Path) -> List[Path]:
@@ -223,9 +247,10 @@ def _tar(members: List[tuple]) -> bytes:
 
 
 def _figures(path: Path) -> str:
-    if not path.is_file():
+    try:
+        result = json.loads(path.read_text())
+        level, knn = list(result["knn"]["accuracy"].items())[-1]
+    except (OSError, ValueError, KeyError, IndexError):  # none yet, or not train.eval's
         return "-"
-    result = json.loads(path.read_text())
-    level, knn = list(result["knn"]["accuracy"].items())[-1]
     linear = list(result.get("linear", {}).get("accuracy", {}).values())
     return f"{level} {100 * knn:.1f} / " + (f"{100 * linear[-1]:.1f}" if linear else "-")

@@ -256,8 +256,7 @@ class Judge:
             self.mode_failures[run.mode] = f"window losses differ from eager's by up to {run.loss_diff:.1%}"
             if run.mode in self.modes:
                 self.modes.remove(run.mode)
-            run.stop(f"compile={run.mode}: its window losses differ from eager's by up to {run.loss_diff:.1%}",
-                     self.clock)
+            self.stop(run, f"compile={run.mode}: its window losses differ from eager's by up to {run.loss_diff:.1%}")
             return
         run.confirmed = True
         if run.mode in self.modes:
@@ -274,7 +273,7 @@ class Judge:
         s, now, clock = self.setting, self.clock.now(), self.clock
         for run in running:
             if now >= clock.finish_by:
-                run.stop("the training time ran out", clock)
+                self.stop(run, "the training time ran out")
         if not running or not running[0].confirmed or running[0].status != "running":
             return
         older, newer = running[0], (running[1:] or [None])[0]
@@ -284,8 +283,8 @@ class Judge:
             speed = older.speed(s.skip_windows, s.decide_windows, alone=True)
             left = older.seconds_left(speed)
             if now + left > clock.finish_by:
-                older.stop(f"cannot finish: {left:.0f} s to go at {speed:,.0f} img/s, {clock.finish_by - now:.0f} s "
-                           "left", clock)
+                self.stop(older, f"cannot finish: {left:.0f} s to go at {speed:,.0f} img/s, "
+                                 f"{clock.finish_by - now:.0f} s left")
             elif now + left > clock.eval_by and not older.late:
                 older.late = True
                 self.journal.say(f"{older.entry.name}: finishes in ~{left:.0f} s, after the evaluation window: it "
@@ -296,7 +295,7 @@ class Judge:
         left_old = older.seconds_left(v_old)
         if now + left_old > clock.eval_by:  # the newer slows it down, compiling or training
             self.pairs_allowed = False
-            newer.stop(f"beside it, {older.entry.name} would not finish ({v_old:,.0f} img/s)", clock)
+            self.stop(newer, f"beside it, {older.entry.name} would not finish ({v_old:,.0f} img/s)")
             return
         paired = newer.windows(s.skip_windows, s.decide_windows, alone=False)
         if not newer.confirmed or len(paired) < s.decide_windows:
@@ -305,5 +304,11 @@ class Judge:
         speedup = max(1.0, (older.speed(s.skip_windows, alone=True) or v_old) / v_old)  # once the older is done
         finish = now + (left_new if left_new <= left_old else left_old + (left_new - left_old) / speedup)
         if finish > clock.eval_by:
-            newer.stop(f"cannot finish beside {older.entry.name}: ~{finish - now:.0f} s to go, "
-                       f"{clock.eval_by - now:.0f} s left", clock)
+            self.stop(newer, f"cannot finish beside {older.entry.name}: ~{finish - now:.0f} s to go, "
+                             f"{clock.eval_by - now:.0f} s left")
+
+    def stop(self, run: Run, reason: str) -> None:
+        """SIGTERM to a run (it checkpoints and exits 75), said once."""
+        if run.status == "running":
+            run.stop(reason, self.clock)
+            self.journal.say(f"{run.entry.name}: stopping: {reason}")
