@@ -46,7 +46,7 @@ def read_parts(folder: Path) -> List[Path]:
     """The parts summary.txt lists, each present with its size and sha256."""
     summary = folder / "summary.txt"
     if not summary.is_file():
-        raise CollectError(f"{folder} holds no summary.txt: not the files of a draw (examples/gpu/draw.py --out)")
+        raise CollectError(f"{folder} holds no summary.txt: not the files of a draw (call 2's $OUT: draw.py --finish)")
     listed = [line.split() for line in summary.read_text().splitlines() if line.startswith("part ")]
     if not listed:
         raise CollectError(f"{summary} lists no parts")
@@ -211,7 +211,8 @@ def results_readme(draw: Path, summary: Path, info: dict) -> str:
         "Files: `summary.txt` (what the draw printed last), `draw.log` (all it printed), `draw.json` (all it knew), "
         "`speed.json` (img/s per run and mode, GPU busy), `<name>.<tag>.json` (train.eval of the run's checkpoint) "
         "and its plots, `logs/` (each run's log.jsonl, each process's output). Made by "
-        "`python examples/gpu/draw.py`, installed by `python examples/gpu/collect.py`.",
+        "`python3 examples/gpu/draw.py --start` and `--finish` (examples/gpu/README.md), installed by "
+        "`python examples/gpu/collect.py`.",
         f"Failed: {'; '.join(info.get('failures') or []) or 'nothing'}.",
     ]
     head = f"# {stack.get('gpu') or 'the CPU (--tiny)'}, {info['started'][:10]}: a GPU draw (examples/gpu/draw.py)"

@@ -183,7 +183,8 @@ def what_bounded(run: dict, busy: Optional[dict]) -> str:
     trained alone: data loading, the GPU, or the host (the H100 run: one core at 100 %, the GPU 39 % busy)."""
     gpu = (busy or {}).get("1 run(s)", {}).get("busy")
     cpu, wait = run.get("cpu_cores_busy"), run.get("data_wait")
-    seen = f"GPU busy {'-' if gpu is None else f'{100 * gpu:.0f} %'}, CPU cores {cpu}, data wait {wait}"
+    seen = (f"GPU busy {'-' if gpu is None else f'{100 * gpu:.0f} %'}, CPU cores {cpu}, data wait "
+            f"{'-' if wait is None else f'{wait:.3f}'}")
     if wait is not None and wait >= 0.2:
         return f"data loading ({seen})"
     if gpu is not None and gpu >= 0.9:
