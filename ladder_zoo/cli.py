@@ -4,6 +4,7 @@
     ladder-zoo info NAME
     ladder-zoo features NAME IMAGE... [--out FEATS.safetensors] [--random-init | --checkpoint PATH]
     ladder-zoo convert NAME --to detectron2|mmdet OUT [--checkpoint PATH]
+    ladder-zoo export-onnx NAME [--tag T | --checkpoint PATH] --out model.onnx [--features-only] [--size H W]
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from . import hub, models
 from .device import resolve_device
 from .errors import UnknownModelError, WeightsError, WeightsNotFoundError, phrased_for
 from .factory import create_model, list_models, list_pretrained
+from .integrations._common import integrations
 from .weights import WEIGHTS_NAME
 
 EXIT_USAGE = 2
@@ -65,6 +67,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--checkpoint", help="weights file, Hub-layout folder or SSL checkpoint instead of the tag's")
     p.add_argument("--revision", help="Hub branch, tag or commit of the weights")
     p.set_defaults(run=_convert)
+
+    p = sub.add_parser("export-onnx", help="an ONNX graph of a zoo model (dynamic batch), checked with onnxruntime")
+    p.add_argument("name", help="zoo name, with or without tag (e.g. ladder_byol_r50.in1k_200ep)")
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--tag", help="pretrained tag of NAME (or write NAME.TAG)")
+    weights.add_argument("--checkpoint", type=Path, help="weights file, Hub-layout folder or SSL checkpoint")
+    p.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+    p.add_argument("--features-only", action="store_true",
+                   help="one output per feature level (stem, res2..res5) instead of the pooled features")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                   help="input height and width (default: the weights'; ViT and Swin take only theirs)")
+    p.set_defaults(run=_export_onnx)
 
     args = parser.parse_args(argv)
     try:
@@ -130,6 +144,9 @@ def _info(args) -> int:
         print(f"evaluation: {arch.dataset} test split, kNN (k={evaluation['knn']['k']}, "
               f"T={evaluation['knn']['temperature']}) and linear probe, top-1 % per level")
     _print_levels(model, {"kNN": knn, "linear": linear} if evaluation else {})
+    if integrations(name):
+        print("integrations:")
+        _print_table(integrations(name), indent=2)
     print("weights: " + ("\n  ".join(_weights_status(name, tag)) if tag else "no pretrained tag declared"))
     if tag:
         print(f"recipe: {models.recipe_path(name, tag)}")
@@ -352,6 +369,31 @@ def _convert(args) -> int:
         print(f"mmdet config: backbone=dict(type='ResNet', depth={depth}, init_cfg=dict(type='Pretrained', "
               f"checkpoint='{args.out}')), data_preprocessor=dict(mean={stats['mean']}, std={stats['std']}, "
               "bgr_to_rgb=True)")
+    return 0
+
+
+def _export_onnx(args) -> int:
+    from importlib.util import find_spec
+
+    from .integrations import onnx
+
+    missing = [m for m in ("onnx", "onnxscript") if find_spec(m) is None]
+    if missing:
+        print(f"ladder-zoo export-onnx: error: torch's ONNX exporter needs {' and '.join(missing)}: "
+              "pip install 'ladder-zoo[onnx]'", file=sys.stderr)
+        return EXIT_USAGE
+    name = f"{args.name}.{args.tag}" if args.tag else args.name
+    model = create_model(name, pretrained=True, checkpoint_path=args.checkpoint, features_only=args.features_only)
+    size = onnx.input_size(model, name, args.size)
+    outputs = onnx.export(model, args.out, size)
+    print(f"wrote {args.out}: input {onnx.INPUT} [batch, 3, {size[0]}, {size[1]}] (RGB, normalised with mean "
+          f"{tuple(model.pretrained_cfg['mean'])}, std {tuple(model.pretrained_cfg['std'])}); outputs {', '.join(outputs)}")
+    if find_spec("onnxruntime") is None:
+        print("not checked against torch: onnxruntime is not installed (pip install onnxruntime)", file=sys.stderr)
+        return 0
+    diffs = onnx.verify(model, args.out, size)
+    print(f"onnxruntime (CPU) vs torch, batch of {onnx.VERIFY_BATCH}: max abs difference "
+          + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
     return 0
 
 

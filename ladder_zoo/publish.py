@@ -3,8 +3,9 @@
 Layout of ``<root>/<org>/<name>.<tag>/`` (one Hub repository per pretrained tag, as timm's):
 
 - ``config.json``: timm's format. Where the network is a stock timm architecture (``models.ARCHS``' ``timm``),
-  ``architecture`` and ``model_args`` name it, so plain timm (``hf-hub:``, ``local-dir:``) builds and loads it
-  without ladder_zoo; otherwise (the CIFAR stem) ``architecture`` is the zoo name. The ``ladder_zoo`` block (the
+  ``architecture`` and ``model_args`` name it, so plain timm (``hf-hub:``, ``local-dir:``) and transformers
+  (``AutoModel``, its ``TimmWrapperModel``) build and load it without ladder_zoo; otherwise (the CIFAR stem)
+  ``architecture`` is the zoo name, which both build after ``import ladder_zoo``. The ``ladder_zoo`` block (the
   zoo name, method, recipe, training step, evaluation) is ladder_zoo's, and timm ignores it.
 - ``model.safetensors``, or shards ``model-0000k-of-0000n.safetensors`` with ``model.safetensors.index.json``
   when the weights exceed ``max_shard_size`` (the checkout's ``hub/`` keeps every file under 25 MB; timm reads
@@ -60,8 +61,9 @@ def write_hub_folder(
     config: Dict[str, Any] = {"architecture": arch.timm or name, "num_classes": 0, "num_features": model.num_features}
     if isinstance(getattr(model, "global_pool", None), str):
         config["global_pool"] = model.global_pool
-    if arch.timm and arch.timm_args:
-        config["model_args"] = dict(arch.timm_args)
+    if arch.timm and arch.timm_args:  # the network's own arguments only: transformers' TimmWrapperModel passes
+        config["model_args"] = dict(arch.timm_args)  # num_classes=0 itself, and fails on model_args holding it
+    config["dtype"] = "float32"  # what transformers 5 builds the model in (it reads the fp16 files' dtype otherwise)
     config["pretrained_cfg"] = cfg
     config["ladder_zoo"] = {"name": name, "version": __version__, **(extra or {})}
     (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")

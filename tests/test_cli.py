@@ -192,3 +192,17 @@ def test_features_reads_folders_and_writes_files_the_umask_allows(sample_images,
     empty.mkdir()
     assert main(["features", "byol_r18_cifar", str(empty), "--random-init"]) == 2
     assert f"{empty} is a folder holding no images" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, mmseg, transformers, onnx", [
+    ("ladder_byol_r50", "FCN-D8 (output_stride=8)", "timm's resnet50", "any --size"),
+    ("ladder_byol_swin_t", "no: fixed 224 x 224 input", "timm's swin_tiny", "--size 224 224 only"),
+    ("byol_r18_cifar", "no: the CIFAR stem", "after `import ladder_zoo`", "any --size"),
+])
+def test_info_says_which_integrations_take_a_name(name, mmseg, transformers, onnx, capsys):
+    assert main(["info", name]) == 0
+    lines = capsys.readouterr().out.split("integrations:\n")[1].splitlines()[:3]
+    assert [line.split()[0] for line in lines] == ["mmseg", "transformers", "ONNX"]
+    assert max(map(len, lines)) <= 100
+    for line, says in zip(lines, (mmseg, transformers, onnx)):
+        assert says in line

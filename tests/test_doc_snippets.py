@@ -45,8 +45,20 @@ NOT_HERE = {
         "runs this suite",
     ("docs/performance.md", "python -m train.eval runs/R/last.pt hub/ladder-zoo/NAME.TAG --data data/cifar10-jpeg.tar.gz --out runs/eval"):
         "a run's checkpoint, CIFAR-10 and a GPU (benchmarks print figures; test_eval.py runs train.eval on the sample)",
-    ("docs/performance.md", "python examples/gpu/draw.py --out \"$OUT\" --budget-s 570     # on the GPU machine, with data/ carried"):
-        "the GPU machine; its --tiny line is test_draw.py",
+    ("docs/performance.md", "python examples/gpu/draw.py --plan                                 # the budget above"):
+        "test_draw.py runs these, on the CPU",
+    ("docs/deployment.md", "ladder-zoo export-onnx byol_r18_cifar.cifar10_200ep --out runs/byol_r18_cifar.onnx --features-only"):
+        "a dynamo export of half a minute on this CPU; test_onnx.py runs the same command and checks the graph",
+    ("docs/deployment.md", "import numpy as np"):
+        "reads the ONNX file of the block above; test_onnx.py runs the graph with onnxruntime",
+    ("docs/segmentation.md", "pip install \"ladder-zoo[mmseg]\" ftfy   # mmseg 1.2.2 imports ftfy without requiring it (open-mmlab/mmsegmentation#3704)"):
+        "installs from the package index",
+    ("docs/segmentation.md", "MMSEG=$(python -c \"import mmseg, os; print(os.path.dirname(mmseg.__file__))\")/.mim"):
+        "GPUs and PASCAL VOC; test_mmseg.py trains the VOC config one iteration on a tiny set",
+    ("docs/segmentation.md", "python $MMSEG/tools/train.py configs/mmseg/fcn_ladder-byol-r50-d8_4xb4-20k_voc12aug-512x512.py \\"):
+        "GPUs and PASCAL VOC; test_mmseg.py builds the config with another zoo name",
+    ("docs/segmentation.md", "_base_ = \"mmseg::fcn/fcn_r50-d8_4xb4-20k_voc12aug-512x512.py\""):
+        "an mmseg config, not a script; test_mmseg.py builds it and loads the weights by the scheme",
     ("docs/reliability.md", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun --nnodes=1:4 --nproc_per_node=8 --max-restarts=3 \\"):
         "a cluster of GPU nodes; test_reliability.py restarts a 2-process CPU group alike",
     ("docs/reliability.md", "python -m pytest -q tests/test_reliability.py     # 13 tests: 2.0-3.6 minutes on 2 CPU cores shared with other work"):
@@ -59,7 +71,7 @@ NOT_HERE = {
         "ladder_byol_r50.in1k_200ep is not released and the Hub is out of reach; test_hub.py loads an export with "
         "plain timm from a local folder and from a local Hub",
 }
-OPTIONAL = ("detectron2", "mmdet", "mmcv", "mmengine")  # a block importing one of them skips where it is missing
+OPTIONAL = ("detectron2", "mmdet", "mmcv", "mmengine", "mmseg", "transformers", "onnxruntime")  # a block importing one of them skips where it is missing
 
 
 class Block(NamedTuple):

@@ -14,7 +14,8 @@ LAYERS = [
     {"models"},
     {"factory"},
     {"publish", "integrations._common"},
-    {"integrations.torchvision", "integrations.detectron2", "integrations.mmdet"},
+    {"integrations._mmengine", "integrations.onnx"},
+    {"integrations.torchvision", "integrations.detectron2", "integrations.mmdet", "integrations.mmseg"},
     {"cli", "integrations.detectron2_train"},
 ]
 LAYER = {module: i for i, layer in enumerate(LAYERS) for module in layer}

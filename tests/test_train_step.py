@@ -18,47 +18,122 @@ def losses(run_dir):
     return torch.tensor([json.loads(line)["loss"] for line in (run_dir / "log.jsonl").read_text().splitlines()])
 
 
-def test_compiled_step_matches_eager_without_recompiling(tmp_path, monkeypatch):
-    """20 steps of a Ladder-BYOL with compile=default's graphs (forward and backward, optimizer step + EMA): the
-    logged losses follow the eager run's, and no step after the second compiles anything although the learning
-    rate and the EMA rate change every step (they are device tensors). Traced by Dynamo and AOTAutograd, as
-    compile=default traces them; Inductor's code generation (minutes per graph on two cores) is the next test's."""
-    graphs = []
-    step = RunLog.step
+class EarlierOutputs:
+    """What a step's graphs made (the forward's outputs, the gradients of its backward) and whether a later step
+    wrote into it: under CUDA graph trees that memory is the later step's (train/step.py). ``after_step(out,
+    model)`` after every step; ``written`` names each tensor written after its step ended."""
+
+    def __init__(self):
+        self.held, self.written, self.steps = [], [], 0
+
+    def after_step(self, out, model):
+        self.written += [name for name, t, version in self.held if t._version != version]
+        self.held = [(f"step {self.steps}: out[{k}]", t, t._version) for k, t in out.items()]
+        self.held += [(f"step {self.steps}: {n}.grad", p.grad, p.grad._version) for n, p in model.named_parameters()
+                      if p.grad is not None]
+        self.steps += 1
+
+
+def test_reduce_overhead_step_matches_eager_and_keeps_the_cuda_graph_rules(tmp_path, monkeypatch):
+    """20 steps of a Ladder-BYOL with compile=reduce-overhead's graphs (forward and backward, optimizer step + EMA)
+    traced by Dynamo and AOTAutograd as on a GPU (the CUDA graphs themselves need one; Inductor's code generation,
+    minutes per graph on two cores, is the next test's): the logged losses follow the eager run's; no step after
+    the second compiles anything although the learning rate and the EMA rate change every step (device tensors);
+    each step marks its begin once; no step writes a tensor an earlier step's graphs made (the gradients are new
+    every step); the optimizer state, made before the first step at fixed addresses, is updated, never replaced."""
+    from train import pretrain
+
+    graphs, marks, built, earlier = [], [], {}, EarlierOutputs()
+    step, accumulate, build_step = RunLog.step, RunLog.accumulate, pretrain.build_step
 
     def counting(self):
         graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
         step(self)
 
+    def watching(self, out):
+        earlier.after_step(out, built["model"])
+        accumulate(self, out)
+
+    def building(net, model, optimizer, *args, **kwargs):
+        built.update(model=model, optimizer=optimizer, state={id(p): (s["momentum_buffer"], s[
+            "momentum_buffer"].data_ptr()) for p, s in optimizer.state.items()})
+        built["step"] = build_step(net, model, optimizer, *args, **kwargs)
+        return built["step"]
+
     eager = losses(train(load_config(None, [*SMALL, f"out_dir={tmp_path / 'eager'}"])))
     torch._dynamo.reset()
     monkeypatch.setattr(RunLog, "step", counting)
+    monkeypatch.setattr(RunLog, "accumulate", watching)
+    monkeypatch.setattr(pretrain, "build_step", building)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
     monkeypatch.setattr("train.step.compile_options", lambda mode: {"backend": "aot_eager"})
-    compiled_dir = train(load_config(None, [*SMALL, "compile=default", f"out_dir={tmp_path / 'compiled'}"]))
+    compiled_dir = train(load_config(None, [*SMALL, "compile=reduce-overhead", f"out_dir={tmp_path / 'compiled'}"]))
     compiled = losses(compiled_dir)
     assert len(eager) == len(compiled) == 20
     assert eager[-1] < eager[0] - 0.5  # the run learns: the comparison is not of constants
     torch.testing.assert_close(compiled, eager, rtol=1e-2, atol=0)  # decomposed ops round otherwise: 0.2 % by step 20
     assert graphs[0] >= 2  # dynamo graphs: forward (its backward by AOTAutograd), update
     assert graphs[1] == graphs[-1], f"recompiled after step 2: graphs per step {graphs}"
+    assert len(marks) == 20 and earlier.steps == 20 and earlier.written == [], earlier.written[:3]
+    optimizer, update = built["optimizer"], built["step"][1]
+    state = {id(p): (s["momentum_buffer"], s["momentum_buffer"].data_ptr()) for p, s in optimizer.state.items()}
+    assert state == built["state"] and all(b.abs().sum() > 0 for b, _ in state.values())  # the same, updated
+    assert all(t._dynamo_static_input_type for t in [update.tau, *(g["lr"] for g in optimizer.param_groups),
+                                                     *(b for b, _ in state.values())])
     saved = torch.load(compiled_dir / "last.pt", weights_only=True)
     assert saved["step"] == 20 and all(torch.isfinite(v).all() for v in saved["model"].values()
                                        if v.is_floating_point())
 
 
-def test_inductor_compiles_a_one_level_step(tmp_path):
+def test_gradients_zeroed_in_place_are_writes_into_an_earlier_steps_outputs():
+    """The check above catches the step it replaced: gradients kept at their addresses and zeroed in place
+    (``zero_grad(set_to_none=False)``) are the last step's backward outputs written by the next step, the
+    "accessing tensor output of CUDAGraphs that has been overwritten" of a GPU run (pytorch#169545)."""
+    from helpers import small_heads, tiny_backbone
+    from train.model import LadderSiamese
+
+    model = LadderSiamese(tiny_backbone(), small_heads()).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    views = {"global": [torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(i)) for i in range(2)]}
+    earlier = EarlierOutputs()
+    for _ in range(2):
+        out = model(views)
+        optimizer.zero_grad(set_to_none=False)
+        out["loss"].backward()
+        optimizer.step()
+        earlier.after_step(out, model)
+    assert "step 0: backbone.conv1.weight.grad" in earlier.written
+
+
+def test_inductor_compiles_a_one_level_step_and_saves_its_compile_cache(tmp_path, monkeypatch, capsys):
     """compile=default as a GPU run has it, Inductor included, on a one-level model: compiled, its loss (1.0 x L
     beside L's logged value) once came out of the graph without grad_fn and the first backward failed. SimSiam
-    with SGD (a CIFAR release's) keeps the graphs small: no target network, no EMA."""
+    with SGD (a CIFAR release's) keeps the graphs small: no target network, no EMA. With $LADDER_ZOO_COMPILE_CACHE
+    the run saves Inductor's cache under its stack's folder; the next run of that stack loads it, a damaged file
+    costs a message, and a cache of another stack is never read."""
+    from train.step import CompileCache, stack_key
+
     simsiam = [*SMALL, "method.base=simsiam", "method.levels=- - - G", "method.proj_layers=2", "method.proj_out=32",
-               "method.pred_hidden=16", "optim.name=sgd", "optim.lr=0.05", "epochs=1"]
+               "method.pred_hidden=16", "optim.name=sgd", "optim.lr=0.05", "epochs=1", "name=simsiam_tiny"]
     eager = losses(train(load_config(None, [*simsiam, f"out_dir={tmp_path / 'eager'}"])))
     torch._dynamo.reset()
+    monkeypatch.setenv("LADDER_ZOO_COMPILE_CACHE", str(tmp_path / "cache"))
     compiled = losses(train(load_config(None, [*simsiam, "compile=default", f"out_dir={tmp_path / 'compiled'}"])))
     assert len(compiled) == 5 and torch.isfinite(compiled).all()
     # the first step's loss, of the same weights, differs by float32 rounding only (later ones drift apart: SimSiam
     # with tiny heads amplifies the rounding of kernels fused otherwise)
     torch.testing.assert_close(compiled[0], eager[0], rtol=1e-4, atol=1e-6)
+
+    cpu = torch.device("cpu")
+    folder = tmp_path / "cache" / stack_key(cpu)
+    assert [p.name for p in folder.iterdir()] == ["simsiam_tiny.default.bin"] and "torch" in folder.name
+    (tmp_path / "cache" / "NVIDIA_H200-torch0-triton0").mkdir()
+    (tmp_path / "cache" / "NVIDIA_H200-torch0-triton0" / "x.default.bin").write_bytes(b"another stack's")
+    again = CompileCache(tmp_path / "cache", "simsiam_tiny.default", cpu)
+    assert again.loaded == ["simsiam_tiny.default.bin"] and again.save() is None  # loaded: not written over
+    (folder / "damaged.bin").write_bytes(b"not a cache")
+    assert CompileCache(tmp_path / "cache", "x", cpu).loaded == ["simsiam_tiny.default.bin"]
+    assert "damaged.bin not loaded" in capsys.readouterr().err
 
 
 def test_ladder_models_compile_as_one_graph():
@@ -140,30 +215,3 @@ def test_sgd_state_exists_before_the_first_step_and_takes_sgds_steps():
     assert all(optimizer.state[p]["momentum_buffer"] is b for p, b in zip(ours.parameters(), buffers))  # in place
     for a, b in zip(ours.parameters(), theirs.parameters()):
         assert torch.equal(a, b)
-
-
-def test_reduce_overhead_zeroes_gradients_in_place():
-    """Replayed as CUDA graphs, the update reads the gradients at fixed addresses: with reduce-overhead a step
-    zeroes them in place instead of freeing them (the other modes free them, as usual)."""
-    from helpers import small_heads, tiny_backbone
-    from train.model import LadderSiamese
-    from train.pretrain import train_step
-
-    model = LadderSiamese(tiny_backbone(), small_heads()).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-
-    class Update:  # step.Update's contract, without compiling anything
-        def __init__(self, static_grads):
-            self.static_grads = static_grads
-
-        def __call__(self, tau):
-            optimizer.step()
-
-    weight = model.backbone.conv1.weight
-    views = {"global": [torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(i)) for i in range(2)]}
-    for static in (True, False):
-        grads = []  # held: a freed gradient's memory could come back at the same address
-        for _ in range(2):
-            train_step(model, Update(static), optimizer, views, torch.autocast("cpu", enabled=False), 0.99)
-            grads.append(weight.grad)
-        assert (grads[0] is grads[1] and grads[0].data_ptr() == grads[1].data_ptr()) == static

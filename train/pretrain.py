@@ -69,7 +69,9 @@ def _train(cfg: Config, preempt: preemption.Watch) -> Path:
     if env.world > 1:
         net = DistributedDataParallel(model, device_ids=[env.device] if env.device.type == "cuda" else None,
                                       broadcast_buffers=False)
-    forward, update = build_step(net, model, optimizer, cfg.compile, env.device)  # eager, or compiled parts
+    # eager, or compiled parts; under CUDA graphs the GPU pipeline's augmentation begins each step, not the forward
+    forward, update = build_step(net, model, optimizer, cfg.compile, env.device, cfg.name,
+                                 marks_step=not getattr(data, "cudagraphs", False))
     autocast = torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
 
     log = RunLog(run_dir, env.main, cfg.tensorboard, cfg.progress, start, stop, cfg.batch_size)
@@ -129,9 +131,11 @@ def train_step(forward, update, optimizer: torch.optim.Optimizer, views, autocas
     norm clipped to ``clip_grad`` (if set), then ``update``: optimizer step and EMA update of the target (BYOL;
     a no-op for SimSiam). ``forward`` and ``update`` are eager or compiled (``step.build_step``). Returns the
     forward's outputs."""
+    # the last step's gradients go before this step begins: every step's are new outputs of the backward (under
+    # CUDA graphs, memory the next step reclaims; train/step.py), never written once the step has ended
+    optimizer.zero_grad(set_to_none=True)
     with autocast:
         out = forward(views)
-    optimizer.zero_grad(set_to_none=not update.static_grads)  # CUDA graphs read the gradients where they are
     out["loss"].backward()
     if clip_grad:
         torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"] if p.grad is not None],

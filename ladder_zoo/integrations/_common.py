@@ -1,14 +1,16 @@
-"""What every detection adapter needs: frozen BatchNorm, frozen stages, feature names / channels / strides
-read off ``feature_info``, and the pixel statistics of the weights' ``pretrained_cfg``."""
+"""What every detection and segmentation adapter needs: frozen BatchNorm, frozen stages, feature names / channels /
+strides read off ``feature_info``, the pixel statistics of the weights' ``pretrained_cfg``, which names a framework
+can take (the CIFAR stem, dilation), and what ``ladder-zoo info`` says of each integration."""
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ..factory import create_model
-from ..models import ARCHS, LEVELS, MODELS, level_names
+from ..models import ARCHS, FAMILIES, LEVELS, MODELS, level_names
 
 STAGE_MODULES = (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))  # stem, res2..res5
+DILATABLE = ("resnet", "convnext")  # the families whose timm class dilates its last stages (output_stride 8 / 16)
 
 
 def frozen_batchnorm(module: nn.Module) -> nn.Module:
@@ -74,6 +76,47 @@ def refuse_cifar_stem(name: str) -> None:
             f"{name} has the CIFAR stem (weights trained on 32 px images, res2..res5 at strides 1..8): a detector's "
             "800 px inputs would put its FPN at stride 1. Use an ImageNet-stem name (r18 / r50: strides 4..32)."
         )
+
+
+def check_output_stride(name: str, output_stride: int) -> None:
+    """A one-line ValueError where ``output_stride`` 8 or 16 (the last stages dilated, as mmseg's FCN-D8) cannot
+    apply to the zoo name ``name``: the CIFAR stem, and the ViT / Swin, which timm cannot dilate."""
+    if output_stride == 32 or not family(name):  # 32: no dilation; a plain timm name is timm's to check
+        return
+    if output_stride not in (8, 16):
+        raise ValueError(f"output_stride={output_stride}: use 8 (FCN-D8), 16, or 32 (no dilation).")
+    if family(name) == "cifar_resnet":
+        raise ValueError(
+            f"{name} has the CIFAR stem (weights trained on 32 px images, res5 already at stride 8 of them): "
+            f"output_stride={output_stride} (FCN-D8's dilation) is for ImageNet-stem names: r18, r50, convnext_t."
+        )
+    if family(name) not in DILATABLE:
+        network = ARCHS[MODELS[name.split(".")[0]].arch].network
+        raise ValueError(
+            f"{name} is a {network}, which has no dilated form (timm's ViT and Swin take no output_stride): "
+            f"output_stride={output_stride} (FCN-D8) needs a ResNet or ConvNeXt name: r18, r50, convnext_t."
+        )
+
+
+def integrations(name: str) -> List[Tuple[str, str]]:
+    """(framework, what it takes of the zoo name ``name``) for mmseg, transformers and ONNX: ``ladder-zoo info``;
+    none for a name outside the zoo."""
+    if not family(name):
+        return []
+    arch = ARCHS[MODELS[name.split(".")[0]].arch]
+    height, width = arch.data["input_size"][1:]
+    fixed = FAMILIES[arch.family].cfg.get("fixed_input_size")
+    if arch.family in DILATABLE:
+        mmseg = "LadderZooBackbone, FCN-D8 (output_stride=8): configs/mmseg/"
+    elif arch.family == "cifar_resnet":
+        mmseg = "no: the CIFAR stem (32 px weights, res5 already at stride 8) under 512 px crops"
+    else:
+        mmseg = f"no: fixed {height} x {width} input (mmseg crops 512 / 769 px), no dilated form for FCN-D8"
+    transformers = "AutoModel.from_pretrained(Hub folder)" + (
+        f", timm's {arch.timm}" if arch.timm else " after `import ladder_zoo` (zoo-only network)")
+    onnx = "ladder-zoo export-onnx, dynamic batch, " + (
+        f"--size {height} {width} only (fixed input size)" if fixed else "any --size")
+    return [("mmseg", mmseg), ("transformers", transformers), ("ONNX", onnx)]
 
 
 def model_to_convert(name: str, checkpoint: Optional[str] = None, revision: Optional[str] = None) -> nn.Module:
