@@ -48,9 +48,9 @@ NOT_HERE = {
     ("docs/performance.md", "python examples/gpu/draw.py --plan                                 # the budget above"):
         "test_draw.py runs these, on the CPU",
     ("docs/deployment.md", "ladder-zoo export-onnx byol_r18_cifar.cifar10_200ep --out runs/byol_r18_cifar.onnx --features-only"):
-        "a dynamo export of half a minute on this CPU; test_onnx.py runs the same command and checks the graph",
+        "it writes runs/ into the checkout; test_onnx.py runs this export and checks the graph with onnxruntime",
     ("docs/deployment.md", "import numpy as np"):
-        "reads the ONNX file of the block above; test_onnx.py runs the graph with onnxruntime",
+        "reads the ONNX file of the block above; test_onnx.py runs the graph with onnxruntime alike",
     ("docs/segmentation.md", "pip install \"ladder-zoo[mmseg]\" ftfy   # mmseg 1.2.2 imports ftfy without requiring it (open-mmlab/mmsegmentation#3704)"):
         "installs from the package index",
     ("docs/segmentation.md", "MMSEG=$(python -c \"import mmseg, os; print(os.path.dirname(mmseg.__file__))\")/.mim"):
