@@ -14,15 +14,16 @@ import os
 import sys
 import textwrap
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from huggingface_hub import constants as hf_constants
 from huggingface_hub import try_to_load_from_cache
 
 from . import hub, models
 from .device import resolve_device
-from .errors import UnknownModelError, WeightsError
+from .errors import UnknownModelError, WeightsError, WeightsNotFoundError, phrased_for
 from .factory import create_model, list_models, list_pretrained
 from .integrations._common import integrations
 from .weights import WEIGHTS_NAME
@@ -125,6 +126,8 @@ def _top(release: dict, kind: str) -> str:
 
 
 def _info(args) -> int:
+    if ":" not in args.name and args.name.partition(".")[0] not in models.MODELS:
+        return _info_timm(args.name)
     model = create_model(args.name, features_only=True)
     cfg = dict(model.pretrained_cfg)
     name, tag = cfg["architecture"], cfg.get("tag")
@@ -140,14 +143,7 @@ def _info(args) -> int:
     if evaluation:
         print(f"evaluation: {arch.dataset} test split, kNN (k={evaluation['knn']['k']}, "
               f"T={evaluation['knn']['temperature']}) and linear probe, top-1 % per level")
-    print("levels (out_indices):")
-    info = model.feature_info
-    rows = [("index", "level", "module", "channels", "stride", *(("kNN", "linear") if evaluation else ()))]
-    names = models.level_names(info.info)
-    for i, m, c, r in zip(info.out_indices, info.module_name(), info.channels(), info.reduction()):
-        figures = [f"{100 * acc[names[i]]:.1f}" if names[i] in acc else "-" for acc in (knn, linear)]
-        rows.append((str(i), names[i], m, str(c), str(r), *(figures if evaluation else ())))
-    _print_table(rows, indent=2)
+    _print_levels(model, {"kNN": knn, "linear": linear} if evaluation else {})
     if integrations(name):
         print("integrations:")
         _print_table(integrations(name), indent=2)
@@ -157,6 +153,40 @@ def _info(args) -> int:
     print("pretrained_cfg:")
     print(json.dumps(cfg, indent=2, default=str))
     return 0
+
+
+def _info_timm(name: str) -> int:
+    """A timm name outside the zoo (unknown names: UnknownModelError): its levels and timm's pretrained cfg."""
+    try:
+        model = create_model(name, features_only=True)
+    except UnknownModelError:
+        raise
+    except RuntimeError as e:  # timm: no features_only form of this model
+        raise ValueError(f"{name} is timm's, and timm builds no features_only form of it: {e}") from e
+    cfg = dict(model.pretrained_cfg)
+    print(f"{name}: timm's model, not one of ladder-zoo's (`ladder-zoo list` shows the zoo)")
+    print(f"parameters: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M (backbone, no head)")
+    _print_levels(model, {})
+    source = f"the Hub repository {cfg['hf_hub_id']}" if cfg.get("hf_hub_id") else cfg.get("url") or "nowhere"
+    print(textwrap.fill(f"weights: timm's own, tag {cfg.get('tag') or '-'}, from {source}", 100,
+                        subsequent_indent="  "))
+    print(f"self-supervised pretraining in a checkout: python -m train.pretrain model={name.partition('.')[0]} ...")
+    print("pretrained_cfg:")
+    print(json.dumps(cfg, indent=2, default=str))
+    return 0
+
+
+def _print_levels(model: torch.nn.Module, figures: Dict[str, Dict[str, float]]) -> None:
+    """The levels of a features_only model (index, name, module, channels, stride), then a column of top-1 % per
+    entry of ``figures`` ({column: {level: accuracy}})."""
+    info = model.feature_info
+    names = models.level_names(info.info)
+    rows = [("index", "level", "module", "channels", "stride", *figures)]
+    for i, m, c, r in zip(info.out_indices, info.module_name(), info.channels(), info.reduction()):
+        cells = [f"{100 * acc[names[i]]:.1f}" if names[i] in acc else "-" for acc in figures.values()]
+        rows.append((str(i), names[i], m, str(c), str(r), *cells))
+    print("levels (out_indices):")
+    _print_table(rows, indent=2)
 
 
 def _weights_status(arch: str, tag: str) -> List[str]:
@@ -229,7 +259,7 @@ def _features(args) -> int:
         print("WARNING: --random-init: RANDOM weights, no pretrained weights loaded. The features below mean "
               "nothing beyond their shapes.", file=sys.stderr)
         torch.manual_seed(0)  # the same random weights every run
-    kwargs = dict(features_only=True, pretrained=not args.random_init, revision=args.revision)
+    kwargs = dict(features_only=True, pretrained=not (args.random_init or args.checkpoint), revision=args.revision)
     weights = "random init" if args.random_init else "pretrained"
     if args.checkpoint:
         kwargs["checkpoint_path"] = args.checkpoint
@@ -237,9 +267,11 @@ def _features(args) -> int:
     if args.out_indices:
         kwargs["out_indices"] = tuple(args.out_indices)
     try:
+        if kwargs["pretrained"] and args.name.partition(".")[0] not in models.MODELS:
+            _timm_weights_at_hand(args.name)
         model = create_model(args.name, **kwargs)
     except WeightsError as e:
-        raise WeightsError(f"{e} (or pass --random-init to look at shapes only)") from e
+        raise phrased_for(e, "--random-init (shapes only)", "--checkpoint PATH") from e
     model = model.eval().to(device)
     transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model), is_training=False)
 
@@ -299,12 +331,32 @@ def _features(args) -> int:
     return 0
 
 
+def _timm_weights_at_hand(name: str) -> None:
+    """timm's own weights of a timm name, where the Hub does not answer (or HF_HUB_OFFLINE is set): cached, or
+    WeightsNotFoundError at once instead of huggingface_hub's retries (about 50 s) and its generic error."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    repo = cfg.hf_hub_id if cfg else None
+    if not repo or (not hub.is_offline() and hub.hub_reachable()):
+        return
+    files = {cfg.hf_hub_filename or "pytorch_model.bin", "model.safetensors"}  # timm tries model.safetensors first
+    if any(isinstance(try_to_load_from_cache(repo, f), str) for f in files):
+        return
+    why = "HF_HUB_OFFLINE is set" if hub.is_offline() else f"the Hub at {hf_constants.ENDPOINT} does not answer"
+    raise WeightsNotFoundError(f"timm's weights of {name} ({repo}) are not in the Hugging Face cache and {why}. "
+                               f"Download them once online (`hf download {repo}`), or use pretrained=False.")
+
+
 def _convert(args) -> int:
     if args.to == "detectron2":
         from .integrations.detectron2 import convert
     else:
         from .integrations.mmdet import convert
-    stats = convert(args.name, args.out, checkpoint=args.checkpoint, revision=args.revision)
+    try:
+        stats = convert(args.name, args.out, checkpoint=args.checkpoint, revision=args.revision)
+    except WeightsError as e:
+        raise phrased_for(e, "--checkpoint PATH (a run's own weights)", "--checkpoint PATH") from e
     depth = stats["depth"]
     print(f"wrote {args.out} for {args.to}'s ResNet-{depth}. The weights take RGB input, mean {stats['mean']}, "
           f"std {stats['std']} (0-255 pixels).")

@@ -144,7 +144,13 @@ def resolve_weights(
     hub_error: Optional[Exception] = None
     if published or hf_hub_id:
         try:
-            return _download(repo, revision, cache_dir)
+            if is_offline() or hub_reachable():
+                return _download(repo, revision, cache_dir)
+            # no answer: huggingface_hub would retry for 20-50 s before failing alike; its cache only, at once
+            found = _download(repo, revision, cache_dir, local_files_only=True)
+            if found is not None:
+                return found
+            hub_error = ConnectionError(f"{hf_constants.ENDPOINT} does not answer")
         except RevisionNotFoundError as e:
             raise WeightsNotFoundError(f"The Hub repository {repo} has no revision '{revision}': {e}") from e
         except (LocalEntryNotFoundError, HfHubHTTPError) as e:  # offline, no connection, no such repo
@@ -296,6 +302,6 @@ def _not_found_message(name: str, repo: str, hub_error: Optional[Exception], rec
         )
     return (
         f"Could not fetch {repo} from the Hub ({type(hub_error).__name__}: {hub_error}) and no local copy exists. "
-        f"Check the network or HF_ENDPOINT, or put a copy in {HUB_DIR_ENV}/{repo}/. Local Hub folders searched: "
-        f"{searched}."
+        f"Check the network or HF_ENDPOINT, or put a copy in {HUB_DIR_ENV}/{repo}/ (a source checkout holds the "
+        f"released ones in its hub/ folder). Local Hub folders searched: {searched}."
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Mapping, NamedTuple, Optional, Union
@@ -189,9 +190,21 @@ def torch_load(path: PathLike, map_location: Union[str, torch.device] = "cpu") -
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises RuntimeError / UnpicklingError / EOFError / zip errors for bad files
         raise WeightsIntegrityError(
-            f"{path} is not a readable torch checkpoint ({type(e).__name__}: {e}). It is truncated, corrupt or "
-            "pickles objects other than tensors and plain containers; re-save it with state_dict() tensors only."
+            f"{path} is not a readable torch checkpoint ({_load_failure(e)}): truncated or corrupt (copy it again), "
+            "or not a file of tensors (save a state_dict() with torch.save, or as safetensors)."
         ) from e
+
+
+def _load_failure(error: Exception) -> str:
+    """torch.load's error in one clause, without its advice to load with weights_only=False (wrong for a corrupt
+    or foreign file, and unsafe)."""
+    text = str(error)
+    found = re.search(r"GLOBAL (\S+) was not an allowed global", text) or re.search(
+        r"WeightsUnpickler error:\s*(.+?)(?:\. |\n|$)", text)
+    if found:
+        return f"it holds more than tensors and plain containers: {found.group(1)}"
+    first = (text.strip().splitlines() or [""])[0].split(". ")[0]
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
 def _strip_wrappers(key: str) -> str:

@@ -18,15 +18,16 @@ PIPES = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
 
 
 def signalled(run_dir, name, send, launcher=()):
-    """Start a run without periodic checkpoints, ``send(proc, ranks)`` once step 3 is logged; report."""
-    proc = launch(run_dir, "checkpoint_every=100", launcher=launcher, **PIPES)
+    """Start a run without periodic checkpoints, in a session of its own (as a terminal's foreground job: Ctrl-C
+    reaches its process group), ``send(proc, ranks)`` once step 3 is logged; report."""
+    proc = launch(run_dir, "checkpoint_every=100", launcher=launcher, start_new_session=True, **PIPES)
     ranks = workers(proc.pid, 2) if launcher else {}
     wait_for(lambda: len(records(run_dir)) >= 3, proc, "step 3")
     send(proc, ranks)
     sent = time.time()
     code, output = finish(proc)
     reached, saved = records(run_dir)[-1]["step"], state(run_dir)["step"] if (run_dir / "last.pt").exists() else 0
-    stopped = len(re.findall(r"preempted by SIG\w+: checkpoint", output))
+    stopped = len(re.findall(r"(preempted by SIG\w+|stopped by Ctrl-C \(SIGINT\)): checkpoint", output))
     print(f"{name}: exit {code} {time.time() - sent:.1f} s after the signal; reached step {reached}, checkpoint holds "
           f"step {saved}: {reached - saved} steps lost; {stopped} rank(s) reported the preemption", flush=True)
 
@@ -36,6 +37,9 @@ def main(out: Path) -> None:
     signalled(out / "torchrun", "SIGTERM to torchrun (2 workers)", lambda p, r: p.send_signal(signal.SIGTERM),
               standalone(2))
     signalled(out / "usr1", "SIGUSR1 to rank 1 only", lambda p, r: os.kill(r[1], signal.SIGUSR1), standalone(2))
+    ctrl_c = lambda p, r: os.killpg(p.pid, signal.SIGINT)  # noqa: E731  (what a terminal sends its foreground job)
+    signalled(out / "ctrl_c", "Ctrl-C to the process", ctrl_c)
+    signalled(out / "ctrl_c_torchrun", "Ctrl-C to torchrun (2 workers)", ctrl_c, standalone(2))
 
     run_dir = out / "kill9"
     proc = launch(run_dir, "checkpoint_every=2", launcher=standalone(2, "--max-restarts=1"), **PIPES)

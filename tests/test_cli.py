@@ -59,6 +59,18 @@ def test_list_and_info(released, capsys, tmp_path):
     assert "4      res5   layer4  2048      32" in out and '"input_size": [' in out and "plain timm architecture: resnet50" in out
 
 
+def test_info_on_a_timm_name(capsys):
+    """Any timm name works in the zoo (the unknown-name message says so): info describes it, as timm's."""
+    assert main(["info", "resnet18"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("resnet18: timm's model, not one of ladder-zoo's (`ladder-zoo list` shows the zoo)\n")
+    assert "  4      res5   layer4  512       32\n" in out
+    assert "weights: timm's own, tag a1_in1k, from the Hub repository timm/resnet18.a1_in1k" in out
+    assert json.loads(out.split("pretrained_cfg:\n")[1])["architecture"] == "resnet18"
+    assert main(["info", "convnext_atto.d2_in1k"]) == 0
+    assert "  3      stage3  stages.3  320       32\n" in capsys.readouterr().out
+
+
 def test_features_pretrained_saved(released, sample_images, tmp_path, capsys):
     out_file = tmp_path / "feats.safetensors"
     assert main(["features", f"{ARCH}.{TAG}", *map(str, sample_images[:5]), "--out", str(out_file)]) == 0

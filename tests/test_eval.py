@@ -104,7 +104,9 @@ def test_eval_cli_writes_json_plots_and_summary(checkpoint, tmp_path, capsys):
     assert result["command"].startswith("python -m train.eval ")
     for png in (f"{label}_gradmaps.png", "view_distances.png", "summary.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
-    assert f"| {label} | knn |" in (out / "summary.md").read_text()
+    summary = (out / "summary.md").read_text()
+    assert f"| {label} | knn | 30 / 30 (3 per class) | " in summary
+    assert "Rows on a class-balanced subset (--per-class) compare runs with each other, not with figures" in summary
 
     capsys.readouterr()
     assert eval_main([str(out / f"{label}.json"), "--out", str(out)]) == 0  # summary from an earlier evaluation

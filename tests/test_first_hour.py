@@ -2,6 +2,7 @@
 user's first hour). Each test is a row of what was tried; the Hub, card and detection rows live beside their
 subjects (test_hub.py, test_integrations.py, test_cli.py)."""
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -90,3 +91,163 @@ def test_pip_install_is_inference_only():
             "{name.split('.')[0] for name in sys.modules})))")
     result = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0 and json.loads(result.stdout) == [], result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign", "plain pickle"])
+def test_a_corrupt_or_foreign_pt_file_is_one_short_line(tmp_path, capsys, sample_images, damage):
+    """torch's own error quotes "re-running with weights_only=False will likely succeed": wrong advice for a corrupt
+    file, and unsafe for a foreign one. One line instead, naming what torch found."""
+    import collections
+    import pickle
+
+    from ladder_zoo.cli import main
+
+    path = tmp_path / "weights.pt"
+    if damage == "truncated":
+        torch.save({"conv1.weight": torch.zeros(64, 3, 3, 3)}, path)
+        path.write_bytes(path.read_bytes()[:1000])
+    elif damage == "foreign":
+        torch.save({"conv1.weight": collections.UserDict()}, path)
+    else:
+        path.write_bytes(pickle.dumps({"conv1.weight": [0.0]}))
+    assert main(["features", "byol_r18_cifar", str(sample_images[0]), "--checkpoint", str(path)]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith(f"ladder-zoo features: error: {path} is not a readable torch checkpoint (")
+    assert "weights_only" not in line and len(line) < 320 + len(str(path)), line
+    assert line.endswith("): truncated or corrupt (copy it again), or not a file of tensors (save a state_dict() with "
+                         "torch.save, or as safetensors).")
+    detail = {"truncated": "RuntimeError: PytorchStreamReader failed reading zip archive",
+              "foreign": "(it holds more than tensors and plain containers: collections.UserDict)",
+              "plain pickle": "(it holds more than tensors and plain containers: Unsupported operand"}[damage]
+    assert detail in line
+
+
+@pytest.fixture(params=["refused", "silent"])
+def dead_hub(request):
+    """An HF_ENDPOINT that refuses connections (port 9), or one that accepts them and never answers (a black hole:
+    every request waits for its timeout)."""
+    import socket
+
+    if request.param == "refused":
+        yield "http://127.0.0.1:9"
+        return
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+
+
+def test_without_the_hub_each_entry_point_answers_within_seconds(hub_env, dead_hub, tmp_path, sample_images, capsys):
+    """huggingface_hub alone retries for 20-50 s, then raises its generic error: these say what to do at once (one
+    request to the endpoint, 3 s timeout)."""
+    import time
+
+    import ladder_zoo
+    from helpers import make_release
+    from ladder_zoo.cli import main
+
+    def quick(call):
+        start = time.monotonic()
+        with pytest.raises(ladder_zoo.WeightsNotFoundError) as e:
+            call()
+        assert time.monotonic() - start < 5, f"{time.monotonic() - start:.1f} s"
+        return str(e.value)
+
+    hub_env({"HF_ENDPOINT": dead_hub})  # timm's own weights of a timm name, through the CLI
+    start = time.monotonic()
+    assert main(["features", "resnet18", str(sample_images[0].parent)]) == 2
+    assert time.monotonic() - start < 5, f"{time.monotonic() - start:.1f} s"
+    assert one_line(capsys.readouterr().err) == (
+        f"ladder-zoo features: error: timm's weights of resnet18 (timm/resnet18.a1_in1k) are not in the Hugging Face "
+        f"cache and the Hub at {dead_hub} does not answer. Download them once online (`hf download "
+        "timm/resnet18.a1_in1k`), or use --random-init (shapes only).")
+    if not dead_hub.endswith(":9"):  # one route through the black hole is enough: each asks the endpoint alike
+        return
+    repo, _, entry, _ = make_release(tmp_path / "hub", "byol_r18_cifar", "cifar10_200ep")
+    hub_env({"HF_ENDPOINT": dead_hub, "LADDER_ZOO_HUB_DIR": str(tmp_path / "hub")}, {repo: entry})
+    message = quick(lambda: ladder_zoo.create_model("byol_r18_cifar.cifar10_200ep", pretrained=True, revision="v1"))
+    assert message.endswith(f"at revision 'v1' is neither reachable on the Hub nor cached ({dead_hub} does not "
+                            "answer). A pinned revision is only served by the Hub or its cache: go online once, or "
+                            "drop revision= to use a local copy.")
+    hub_env({"HF_ENDPOINT": dead_hub}, {repo: entry})  # README's quick start after a non-editable `pip install .`
+    message = quick(lambda: ladder_zoo.create_model("byol_r18_cifar.cifar10_200ep", pretrained=True))
+    assert f"(ConnectionError: {dead_hub} does not answer)" in message
+    assert f"put a copy in LADDER_ZOO_HUB_DIR/{repo}/ (a source checkout holds the released ones in its hub/ folder)" \
+        in message
+
+
+def test_a_redirected_log_reads_line_by_line_and_a_second_run_says_nothing_is_left(tmp_path, capsys):
+    """stderr to a file (here, pytest's capture): status lines, no progress bar redrawn with carriage returns for
+    the messages to stick to. Then docs/training.md's CPU demo run twice: the second finds the finished run
+    (resume=auto) and says what to do."""
+    from test_reliability import FAST
+    from train.pretrain import main
+
+    command = [*FAST, "max_steps=2", "progress=true", f"out_dir={tmp_path}"]
+    assert main(command) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert lines[0].startswith("run: resnet10t, levels 'G G G G', 1 process(es) on cpu, steps 0..2 of 10"), err
+    assert [line.split()[:2] for line in lines[-2:]] == [["step", "1/2"], ["step", "2/2"]], err
+    assert re.fullmatch(r"step 2/2 loss=-?\d+\.\d{4} img_s=\d+ data_wait=\d+% mem=\d+MiB eta=0:00:00", lines[-1])
+    assert main(command) == 0
+    assert (f"nothing to train: {tmp_path / 'last.pt'} already holds step 2, the last of this run (max_steps=2, "
+            "epochs=2). Raise max_steps or epochs to go on, or start over in a fresh out_dir= (or with resume=none)."
+            ) in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key, meant", [("optim.learning_rate", "optim.lr"), ("optim.wd", "optim.weight_decay"),
+                                        ("optim.lr_min", "optim.min_lr"), ("optim.base_lr", "optim.lr"),
+                                        ("data.num_workers", "data.workers"), ("optim.weight_decy", "optim.weight_decay")])
+def test_a_config_key_in_other_words_gets_the_one_meant(key, meant):
+    from train.config import load_config
+
+    with pytest.raises(ValueError, match=rf"unknown config key '{key}'; did you mean [^?]*\b{meant}\b"):
+        load_config(None, [f"{key}=1"])
+
+
+def test_weights_not_found_names_the_fix_where_the_user_is(isolated_hub, tmp_path, capsys):
+    """The shipped detection configs name ladder_byol_r50.in1k_200ep, unreleased: the error's fix is a config key in
+    a config, a flag on a command line; create_model's pretrained=False only in Python."""
+    import ladder_zoo
+    from ladder_zoo.cli import main
+
+    name = "ladder_byol_r50.in1k_200ep"
+    assert main(["convert", name, "--to", "mmdet", str(tmp_path / "r50.pth")]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert f"No weights are published for {name}" in line and "or use --checkpoint PATH (a run's own weights)" in line
+    fixes = {"ladder-zoo convert": line}
+    try:
+        from detectron2.config import get_cfg
+        from detectron2.modeling import build_backbone
+
+        from ladder_zoo.integrations.detectron2 import add_ladder_zoo_config
+    except ImportError:
+        pass
+    else:
+        cfg = get_cfg()
+        add_ladder_zoo_config(cfg)
+        cfg.merge_from_file(str(ROOT / "configs/detectron2/mask_rcnn_ladder_byol_r50_fpn_1x.yaml"))
+        with pytest.raises(ladder_zoo.WeightsNotFoundError) as e:
+            build_backbone(cfg)
+        assert "or use MODEL.LADDER_ZOO.PRETRAINED False." in str(e.value)
+        fixes["detectron2"] = str(e.value)
+    try:
+        from mmengine.config import Config
+        from mmengine.registry import MODELS
+        from mmengine.runner import CheckpointLoader
+    except ImportError:
+        pass
+    else:
+        cfg = Config.fromfile(str(ROOT / "configs/mmdet/mask-rcnn_ladder-byol-r50_fpn_1x_coco.py"))
+        with pytest.raises(ladder_zoo.WeightsNotFoundError) as e:
+            MODELS.build(cfg.model.backbone)
+        assert ("or use backbone.pretrained=False (in the config, or --cfg-options model.backbone.pretrained=False)"
+                in str(e.value))
+        fixes["mmdet"] = str(e.value)
+        with pytest.raises(ladder_zoo.WeightsNotFoundError) as e:
+            CheckpointLoader.load_checkpoint(f"ladder-zoo://{name}")
+        assert "or use no init_cfg (random weights)." in str(e.value)
+        fixes["ladder-zoo://"] = str(e.value)
+    assert not [where for where, message in fixes.items() if "pretrained=False." in message or "\n" in message]

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -147,6 +148,74 @@ def test_sigterm_checkpoints_the_step_reached_and_resume_is_exact(one_process, t
     output = run(run_dir, "checkpoint_every=100")  # resume=auto
     assert f"steps {logged}..{STEPS}" in output
     assert_bit_equal(state(run_dir), state(one_process))
+
+
+def test_ctrl_c_checkpoints_the_step_reached_and_resume_is_exact(one_process, tmp_path):
+    """Ctrl-C at a terminal: SIGINT to the run's whole process group."""
+    run_dir = tmp_path / "run"
+    proc = launch(run_dir, "checkpoint_every=100", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                  start_new_session=True)
+    wait_for(lambda: len(records(run_dir)) >= 2, proc, "step 2")
+    os.killpg(proc.pid, signal.SIGINT)
+    code, output = finish(proc)
+    logged = records(run_dir)[-1]["step"]
+    assert code == PREEMPTED_EXIT_CODE and "Traceback" not in output, output
+    assert 2 <= logged < STEPS, "the signal was to come mid-run"
+    assert state(run_dir)["step"] == logged
+    assert "Ctrl-C: stopping after this step with a checkpoint; Ctrl-C again stops at once" in output
+    assert f"stopped by Ctrl-C (SIGINT): checkpoint {run_dir / 'last.pt'} holds step {logged}; the same command again continues from it" in output
+    output = run(run_dir, "checkpoint_every=100")
+    assert f"steps {logged}..{STEPS}" in output
+    assert_bit_equal(state(run_dir), state(one_process))
+
+
+def test_a_second_ctrl_c_stops_at_once_in_one_line(tmp_path, capsys):
+    """Here the second Ctrl-C may land anywhere, in a checkpoint write included (one every step): the checkpoints
+    written before stay readable."""
+    def ctrl_c_twice():
+        wait = time.time() + 120
+        while not (tmp_path / "last.pt").exists() and time.time() < wait:
+            time.sleep(0.01)
+        for _ in range(2):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+
+    sender = threading.Thread(target=ctrl_c_twice)
+    sender.start()
+    code = main([*FAST, f"out_dir={tmp_path}", "max_steps=10", "checkpoint_every=1"])
+    sender.join()
+    err = capsys.readouterr().err
+    assert code == 130 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == (
+        f"train.pretrain: stopped at once by Ctrl-C; the checkpoints written before stay as they were (resume=auto "
+        f"continues from {tmp_path / 'last.pt'} if it exists)")
+    assert checkpoint.load_ssl_checkpoint(tmp_path / "last.pt").step >= 1
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the run's handler is gone
+
+
+def test_ctrl_c_inside_a_checkpoint_write_is_a_ctrl_c(tmp_path, monkeypatch):
+    """torch.save's zip writer, cut mid-stream by KeyboardInterrupt, fails in turn (RuntimeError "unexpected pos"):
+    still the Ctrl-C, not a disk error, and no partial file."""
+    real_save = torch.save
+
+    class CutShort:
+        def __init__(self, f):
+            self.f, self.writes = f, 0
+
+        def write(self, data):
+            self.writes += 1
+            if self.writes == 3:
+                self.f.write(bytes(data)[:10])
+                raise KeyboardInterrupt
+            return self.f.write(data)
+
+        def flush(self):
+            self.f.flush()
+
+    monkeypatch.setattr(torch, "save", lambda obj, f, *args, **kwargs: real_save(obj, CutShort(f), *args, **kwargs))
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint._write(tmp_path, {"step": 1, "weights": torch.zeros(100_000)})
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_sigusr1_to_one_rank_stops_every_rank_at_one_step_and_resume_is_exact(two_nodes, tmp_path):

@@ -136,8 +136,13 @@ def _write(folder: Path, state: Dict[str, Any]) -> Path:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+    except KeyboardInterrupt:
+        tmp.unlink(missing_ok=True)
+        raise
     except (OSError, RuntimeError) as e:  # torch.save reports a failed write of its zip stream as RuntimeError
         tmp.unlink(missing_ok=True)
+        if isinstance(e.__context__, KeyboardInterrupt):  # Ctrl-C inside torch.save: its zip writer then fails too
+            raise e.__context__ from None
         cause = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
         full = " (disk full: free space, or set out_dir on another disk)" if _is_enospc(e) else ""
         before = _step_of(folder / LAST)

@@ -37,7 +37,8 @@ class AugmentConfig:
     gray_p: float = 0.2  # grayscale
     blur_p: Tuple[float, float] = (1.0, 0.1)  # Gaussian blur, per global view (0, 0: no blur kernels at all)
     blur_sigma: Tuple[float, float] = (0.1, 2.0)  # its sigma, uniform in this range
-    solarize_p: Tuple[float, float] = (0.0, 0.2)
+    solarize_p: Tuple[float, float] = (0.0, 0.2)  # solarization (pixels >= 0.5 inverted), per global view
+
     # multi-task views (MULAN defaults): local crops and the cutout view
     global_scale_mt: Tuple[float, float] = (0.25, 1.0)  # global crop scale when local views are used
     local_size: int = 96  # local view size (pixels)
@@ -124,7 +125,7 @@ class Config:
     keep_checkpoints: int = 2  # last.pt plus the newest step-XXXXXXX.pt; a corrupt last.pt falls back on them
     log_every: int = 50  # steps
     tensorboard: bool = True  # also log to out_dir/tb
-    progress: bool = True  # a progress bar on the main process
+    progress: bool = True  # a progress bar on the main process (stderr to a file: a status line per log window)
     data: DataConfig = field(default_factory=DataConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -298,10 +299,18 @@ def _build(cls: type, raw: Dict[str, Any], prefix: str) -> Any:
     for key, value in raw.items():
         if key not in names:
             close = difflib.get_close_matches(key, names, n=3)
+            close += [n for n in names if n not in close and _also_meant(key, n)]
             hint = f"; did you mean {', '.join(prefix + c for c in close)}?" if close else ""
             raise ValueError(f"unknown config key '{prefix}{key}'{hint} Valid keys here: {', '.join(names)}.")
         kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
     return cls(**kwargs)
+
+
+def _also_meant(key: str, name: str) -> bool:
+    """What spelling distance misses: an abbreviation (learning_rate: lr, wd: weight_decay), a qualified name
+    (base_lr: lr), the same words in another order (lr_min: min_lr)."""
+    words, initials = key.split("_"), lambda text: "".join(w[:1] for w in text.split("_"))
+    return name in (initials(key), *words) or key == initials(name) or sorted(words) == sorted(name.split("_"))
 
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:
@@ -354,7 +363,8 @@ def reference_markdown() -> str:
 
 
 def _field_comments(cls: type) -> Dict[str, str]:
-    """{field: the comment on its line and the comment lines below it} from the class's source."""
+    """{field: the comment on its line and the comment lines below it, indented under it} from the class's source;
+    a comment line with one space after its ``#`` heads the fields below it and belongs to none."""
     comments: Dict[str, str] = {}
     last = None
     for line in inspect.getsource(cls).splitlines()[1:]:
@@ -362,9 +372,9 @@ def _field_comments(cls: type) -> Dict[str, str]:
         if field_line and not line.strip().startswith("#"):
             last = field_line.group(1)
             comments[last] = (field_line.group(2) or "").strip()
-        elif line.strip().startswith("#") and last:
+        elif line.strip().startswith("#  ") and last:
             comments[last] += " " + line.strip().lstrip("#").strip()
-        elif line.strip():
+        else:
             last = None
     return comments
 

@@ -30,12 +30,15 @@ from .schedules import describe_lr, ema_tau, learning_rate, lr_scale, weight_dec
 from .step import build_step
 
 
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+
+
 class TrainingDiverged(RuntimeError):
     """The loss or the weights became non-finite; the last checkpoint on disk is the last good one."""
 
 
 def train(cfg: Config) -> Path:
-    """Run ``cfg`` to its end; raises ``preemption.Preempted`` after checkpointing on SIGTERM / SIGUSR1."""
+    """Run ``cfg`` to its end; raises ``preemption.Preempted`` after checkpointing on SIGTERM / SIGUSR1 / SIGINT."""
     check(cfg)  # a Config built in code is range-checked as a loaded recipe is
     check_paths(cfg)  # before any start-up work: a wrong path is one line, not a traceback after decoding
     with preemption.Watch() as preempt:
@@ -78,6 +81,10 @@ def _train(cfg: Config, preempt: preemption.Watch) -> Path:
         log.message(f"{cfg.name}: {cfg.model}, levels '{cfg.method.levels}', {env.world} process(es) on "
                     f"{env.device.type}, steps {start}..{stop} of {total}" + (f" (resumed {resumed.path})" if resumed else ""))
         log.message(describe_lr(cfg))
+        if start >= stop:  # the same command run again: resume=auto found the finished run
+            log.message(f"nothing to train: {resumed.path} already holds step {start}, the last of this run "
+                        f"(max_steps={cfg.max_steps}, epochs={cfg.epochs}). Raise max_steps or epochs to go on, or "
+                        "start over in a fresh out_dir= (or with resume=none).")
     nonfinite = torch.zeros((), device=env.device)
     checked, reported_bad, stopped_by = start, 0, 0
     model.train()
@@ -180,6 +187,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except preemption.Preempted as e:
         print(f"train.pretrain: {e}", file=sys.stderr)
         return preemption.PREEMPTED_EXIT_CODE
+    except KeyboardInterrupt:  # a second Ctrl-C (preemption.Watch), or one outside the training loop
+        print(f"\ntrain.pretrain: stopped at once by Ctrl-C; the checkpoints written before stay as they were "
+              f"(resume=auto continues from {cfg.run_dir / checkpoint.LAST} if it exists)", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
     except (TrainingDiverged, checkpoint.CheckpointWriteError) as e:
         print(f"train.pretrain: stopped: {e}", file=sys.stderr)
         return 3 if isinstance(e, TrainingDiverged) else 4

@@ -1,5 +1,7 @@
 """What a run reports: JSON lines (log.jsonl), TensorBoard scalars and, on rank 0, a progress bar with img/s
-and ETA. Metrics accumulate on the device and are read once per ``log_every`` steps (no per-step host sync).
+and ETA (on a terminal; where stderr goes to a file, one plain status line per window instead of a bar redrawn
+with carriage returns). Metrics accumulate on the device and are read once per ``log_every`` steps (no per-step
+host sync).
 
 Each record holds, over its window of steps: the metrics averaged over steps and over ranks (one all_gather
 per window), ``img_per_s`` (global images per second), ``data_wait`` (the fraction of the window the loop spent
@@ -21,7 +23,9 @@ from .distributed import gather_rows
 class RunLog:
     def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool, progress: bool, start: int, stop: int,
                  images_per_step: int):
-        self.enabled, self.images_per_step = enabled, images_per_step
+        self.enabled, self.images_per_step, self.stop = enabled, images_per_step, stop
+        self.started, self.start = time.perf_counter(), start
+        self.lines = False  # status lines instead of a bar
         self.sums: Dict[str, torch.Tensor] = {}
         self.count = 0
         self.waited = 0.0  # seconds spent in next(batches) in this window
@@ -39,10 +43,11 @@ class RunLog:
                                   "or set tensorboard=false") from e
 
             self.writer = SummaryWriter(str(run_dir / "tb"))
-        if progress:
+        if progress and sys.stderr.isatty():
             from tqdm import tqdm
 
             self.bar = tqdm(total=stop, initial=start, unit="step", dynamic_ncols=True, file=sys.stderr)
+        self.lines = progress and self.bar is None
 
     def accumulate(self, metrics: Dict[str, torch.Tensor]) -> None:
         for k, v in metrics.items():
@@ -85,10 +90,14 @@ class RunLog:
                     if k != "step" and isinstance(v, (int, float)):
                         self.writer.add_scalar(k, v, step)
                 self.writer.add_scalar("peak_mem_mib_max", max(record["peak_mem_mib"]), step)
+            status = dict(loss=f"{record.get('loss', float('nan')):.4f}", img_s=f"{record['img_per_s']:.0f}",
+                          data_wait=f"{record['data_wait']:.0%}", mem=f"{max(record['peak_mem_mib']):.0f}MiB")
             if self.bar:
-                self.bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}",
-                                     img_s=f"{record['img_per_s']:.0f}", data_wait=f"{record['data_wait']:.0%}",
-                                     mem=f"{max(record['peak_mem_mib']):.0f}MiB", refresh=False)
+                self.bar.set_postfix(**status, refresh=False)
+            elif self.lines:
+                left = (self.stop - step) * (time.perf_counter() - self.started) / max(step - self.start, 1)
+                print(f"step {step}/{self.stop} " + " ".join(f"{k}={v}" for k, v in status.items())
+                      + f" eta={int(left // 3600)}:{int(left % 3600 // 60):02d}:{int(left % 60):02d}", file=sys.stderr)
         return record
 
     def step(self) -> None:

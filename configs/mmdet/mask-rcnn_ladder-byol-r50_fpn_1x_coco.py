@@ -16,7 +16,8 @@ model = dict(
         pad_size_divisor=32),
     backbone=dict(
         type="LadderZooBackbone",
-        name="ladder_byol_r50.in1k_200ep",
+        name="ladder_byol_r50.in1k_200ep",  # not released yet: until it is, checkpoint="your run's last.pt" (or
+        # pretrained=False: no pretrained weights), here or by --cfg-options model.backbone.checkpoint=...
         out_indices=(1, 2, 3, 4),  # res2..res5, strides 4..32
         frozen_stages=1,
         norm_eval=True),

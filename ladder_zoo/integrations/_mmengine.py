@@ -9,10 +9,12 @@ from typing import Dict, Optional, Sequence
 
 import torch
 
+from ..errors import WeightsError, phrased_for
 from ..factory import create_model
 from ._common import check_output_stride, freeze_levels, refuse_cifar_stem
 
 SCHEME = "ladder-zoo://"
+INIT_CFG_FIXES = ("no init_cfg (random weights)", "a file as the init_cfg checkpoint")  # errors.phrased_for's
 
 
 def convert_state_dict(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -32,7 +34,11 @@ if MODELS is not None:
     @CheckpointLoader.register_scheme(prefixes=SCHEME)
     def load_from_ladder_zoo(filename: str, map_location=None) -> Dict[str, torch.Tensor]:
         """``ladder-zoo://NAME[.TAG]``: the zoo weights of NAME, resolved and verified by ladder_zoo."""
-        return convert_state_dict(create_model(filename[len(SCHEME):], pretrained=True).state_dict())
+        try:
+            model = create_model(filename[len(SCHEME):], pretrained=True)
+        except WeightsError as e:
+            raise phrased_for(e, *INIT_CFG_FIXES) from e
+        return convert_state_dict(model.state_dict())
 
 
     @MODELS.register_module()
@@ -55,9 +61,13 @@ if MODELS is not None:
             if output_stride != 32:  # timm's ViT and Swin take no output_stride at all
                 create_kwargs["output_stride"] = output_stride
             from_init_cfg = bool(init_cfg) and init_cfg.get("type") == "Pretrained"
-            self.body = create_model(name, features_only=True, out_indices=tuple(out_indices),
-                                     pretrained=pretrained and not checkpoint and not from_init_cfg,
-                                     checkpoint_path=checkpoint, **create_kwargs)
+            try:
+                self.body = create_model(name, features_only=True, out_indices=tuple(out_indices),
+                                         pretrained=pretrained and not checkpoint and not from_init_cfg,
+                                         checkpoint_path=checkpoint, **create_kwargs)
+            except WeightsError as e:  # the fix as a config key, where the user is
+                raise phrased_for(e, "backbone.pretrained=False (in the config, or --cfg-options "
+                                  "model.backbone.pretrained=False)", "backbone.checkpoint=PATH") from e
             self.frozen_stages, self.norm_eval = frozen_stages, norm_eval
             self.name = name
             if (pretrained or checkpoint) and not from_init_cfg:
@@ -68,8 +78,11 @@ if MODELS is not None:
             if self.init_cfg and self.init_cfg.get("type") == "Pretrained":
                 source = self.init_cfg["checkpoint"]
                 name = source[len(SCHEME):] if source.startswith(SCHEME) else self.name
-                loaded = create_model(name, features_only=True, out_indices=self.body.feature_info.out_indices,
-                                      pretrained=True, checkpoint_path=None if source.startswith(SCHEME) else source)
+                try:
+                    loaded = create_model(name, features_only=True, out_indices=self.body.feature_info.out_indices,
+                                          pretrained=True, checkpoint_path=None if source.startswith(SCHEME) else source)
+                except WeightsError as e:
+                    raise phrased_for(e, *INIT_CFG_FIXES) from e
                 self.body.load_state_dict(loaded.state_dict())
                 self._is_init = True
                 return

@@ -27,6 +27,7 @@ from typing import Dict, Mapping
 
 import torch
 
+from ..errors import WeightsError, phrased_for
 from ..factory import create_model
 from ..models import LEVELS
 from ._common import (feature_specs, freeze_levels, frozen_batchnorm, model_to_convert, pixel_stats,
@@ -111,8 +112,11 @@ if BACKBONE_REGISTRY is not None:
     @BACKBONE_REGISTRY.register()
     def build_ladder_zoo_backbone(cfg, input_shape):
         z = cfg.MODEL.LADDER_ZOO
-        return LadderZooBackbone(z.NAME, z.OUT_FEATURES, z.PRETRAINED, z.CHECKPOINT, cfg.MODEL.BACKBONE.FREEZE_AT,
-                                 z.NORM)
+        try:
+            return LadderZooBackbone(z.NAME, z.OUT_FEATURES, z.PRETRAINED, z.CHECKPOINT,
+                                     cfg.MODEL.BACKBONE.FREEZE_AT, z.NORM)
+        except WeightsError as e:  # the fix as a config key, where the user is
+            raise phrased_for(e, "MODEL.LADDER_ZOO.PRETRAINED False", "MODEL.LADDER_ZOO.CHECKPOINT PATH") from e
 
     @BACKBONE_REGISTRY.register()
     def build_ladder_zoo_fpn_backbone(cfg, input_shape):

@@ -53,7 +53,8 @@ def evaluate(source: str, args, train_set: ImageFolder, test_set: ImageFolder, d
     train_y, test_y = train_set.labels[train_idx].to(device), test_set.labels[test_idx].to(device)
     result = {"label": label, "source": source, "model": name,
               **{k: meta[k] for k in ("step", "epochs", "recipe") if k in meta},
-              "data": args.data, "n_train": len(train_idx), "n_test": len(test_idx), "seed": args.seed,
+              "data": args.data, "n_train": len(train_idx), "n_test": len(test_idx), "per_class": args.per_class,
+              "seed": args.seed,
               "command": "python -m train.eval " + shlex.join(sys.argv[1:])}
     result["knn"] = {"k": args.k, "temperature": args.t, "accuracy": {
         level: knn_accuracy(train_f[level].to(device), train_y, test_f[level].to(device), test_y, args.k, args.t)

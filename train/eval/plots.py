@@ -62,14 +62,23 @@ def plot_summary(evaluations: List[dict], out: Path) -> Path:
 
 
 def summary_table(evaluations: List[dict]) -> str:
-    """Markdown table: one row per model and metric, one column per stage."""
+    """Markdown table: one row per model and metric, the images its figures come from, one column per stage;
+    a note under it when a row comes from a ``--per-class`` subset."""
     levels = list(next(e[m]["accuracy"] for e in evaluations for m in ("knn", "linear") if m in e))
-    rows = ["| model | metric | " + " | ".join(levels) + " |", "|---|---|" + "---|" * len(levels)]
+    rows = ["| model | metric | train / test images | " + " | ".join(levels) + " |",
+            "|---|---|---|" + "---|" * len(levels)]
     for e in evaluations:
+        images = " / ".join(f"{e[n]:,}" if isinstance(e.get(n), int) else "?" for n in ("n_train", "n_test")) + (
+            f" ({e['per_class']} per class)" if e.get("per_class") else "")
         for metric in ("knn", "linear"):
             if metric in e:
                 acc = e[metric]["accuracy"]
-                rows.append(f"| {e['label']} | {metric} | " + " | ".join(f"{100 * acc[lv]:.1f}" for lv in levels) + " |")
+                rows.append(f"| {e['label']} | {metric} | {images} | "
+                            + " | ".join(f"{100 * acc[lv]:.1f}" for lv in levels) + " |")
+    if any(e.get("per_class") for e in evaluations):
+        rows += ["", "Top-1 %. Rows on a class-balanced subset (--per-class) compare runs with each other, not with "
+                 "figures on the whole splits (README.md, MODEL_CARD.md): fewer neighbours and training images "
+                 "lower them."]
     return "\n".join(rows) + "\n"
 
 
