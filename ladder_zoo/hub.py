@@ -15,7 +15,8 @@ For a published tag, steps 2 and 3 hold the same bytes (each file's sha256 is on
 the Hub cache or a local folder is used without asking the network: on a machine without network,
 huggingface_hub would otherwise retry for about 20 s before step 3 is reached.
 
-Configuration (read when weights are resolved or released tags listed, never at import):
+Configuration (read when weights are resolved or released tags listed; the release record also once at import, for
+timm's registry, which timm builds then):
 
 - ``LADDER_ZOO_RELEASES``: the release record, a JSON file ``{repo_id: {"files": {name: sha256}, "revision":
   commit or null, "evaluation": {...}}}``. Default: ``releases.json`` of this package (in a source checkout, the

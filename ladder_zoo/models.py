@@ -10,9 +10,12 @@ cfgs below, ``hubconf.py``, README's model tables (``ladder-zoo list --markdown`
   declared for it and the methods that have a recipe for it;
 - ``METHODS``: one row per pretraining method.
 
-Every name is ``{method}_{arch}``. Pretrained cfgs are static data, as timm's: each declared tag has its Hub
-repository id whether or not its weights exist yet; which tags are released is read from the release record
-(``hub.releases``) only when weights are resolved or released tags are listed.
+Every name is ``{method}_{arch}``. Pretrained cfgs are static data, as timm's, and as in timm a cfg with a weight
+source means the weights exist (``timm.list_models(pretrained=True)`` lists it): a declared tag has its Hub repository
+id only once it is released. timm builds its registry at import, so the release record (``hub.releases``) is read
+then for it; ``create_model`` and ``list_pretrained`` read the record again each time. A declared tag that waits for
+its run keeps its cfg (and its recipe in ``notes``), with no weight source: ``pretrained=True`` on it raises
+``WeightsNotFoundError`` naming the recipe.
 """
 from __future__ import annotations
 
@@ -239,7 +242,7 @@ def _cfg(name: str, tag: str = "") -> Dict[str, Any]:
     model = MODELS[name]
     arch, method = ARCHS[model.arch], METHODS[model.method]
     return dict(
-        hf_hub_id=hub.repo_id(name, tag) if tag else None,
+        hf_hub_id=hub.repo_id(name, tag) if tag and hub.repo_id(name, tag) in _RELEASED else None,
         num_classes=0, interpolation="bilinear", license="apache-2.0",
         notes=(f"recipe: {recipe_path(name, tag)}",) if tag else None,
         description=method.description, paper_name=method.paper_name, paper_ids=method.paper_ids,
@@ -247,10 +250,15 @@ def _cfg(name: str, tag: str = "") -> Dict[str, Any]:
     )
 
 
+def _tags(name: str) -> List[str]:
+    """A name's tags, those with weights first: timm's first tag is the one a bare name loads."""
+    declared = list(ARCHS[MODELS[name].arch].tags)
+    return sorted(declared, key=lambda tag: hub.repo_id(name, tag) not in _RELEASED) or [""]
+
+
+_RELEASED = hub.releases()  # timm's registry is built now, once: it lists the tags released at import
 default_cfgs = generate_default_cfgs({
-    f"{name}.{tag}" if tag else name: _cfg(name, tag)
-    for name, model in MODELS.items()
-    for tag in (list(ARCHS[model.arch].tags) or [""])
+    f"{name}.{tag}" if tag else name: _cfg(name, tag) for name in MODELS for tag in _tags(name)
 })
 
 
