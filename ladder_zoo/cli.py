@@ -4,6 +4,7 @@
     ladder-zoo info NAME
     ladder-zoo features NAME IMAGE... [--out FEATS.safetensors] [--random-init | --checkpoint PATH]
     ladder-zoo convert NAME --to detectron2|mmdet OUT [--checkpoint PATH]
+    ladder-zoo import CHECKPOINT --model NAME --out hub/ladder-zoo/NAME.TAG [--weights online|target]
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from . import hub, models
 from .device import resolve_device
 from .errors import UnknownModelError, WeightsError
 from .factory import create_model, list_models, list_pretrained
+from .layouts import layout_names
 from .weights import WEIGHTS_NAME
 
 EXIT_USAGE = 2
@@ -64,6 +66,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--checkpoint", help="weights file, Hub-layout folder or SSL checkpoint instead of the tag's")
     p.add_argument("--revision", help="Hub branch, tag or commit of the weights")
     p.set_defaults(run=_convert)
+
+    p = sub.add_parser("import", help="a trainer's checkpoint as a Hub folder that timm and ladder_zoo load",
+                       description="Write the backbone of a checkpoint as a Hub folder (config.json, model.safetensors, "
+                                   "a card naming the source). Layouts: " + ", ".join(layout_names()) + ".")
+    p.add_argument("checkpoint", type=Path, help="lightly / Lightning .ckpt, solo-learn, mmselfsup / mmpretrain .pth, "
+                                                 "MoCo, SimSiam, MULAN, DINO, train/'s last.pt, a state dict")
+    p.add_argument("--model", required=True, help="the zoo name whose network it is, e.g. byol_r50, simsiam_r18_cifar")
+    p.add_argument("--out", type=Path, required=True, help="the folder, ending in NAME.TAG: hub/ladder-zoo/NAME.TAG")
+    p.add_argument("--weights", choices=["online", "target"],
+                   help="the online backbone or its EMA / momentum target (default: the one the source evaluates)")
+    p.add_argument("--license", help="SPDX id of the checkpoint's licence, shown on the card (default: unknown)")
+    p.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32")
+    p.set_defaults(run=_import)
 
     args = parser.parse_args(argv)
     try:
@@ -300,6 +315,18 @@ def _convert(args) -> int:
         print(f"mmdet config: backbone=dict(type='ResNet', depth={depth}, init_cfg=dict(type='Pretrained', "
               f"checkpoint='{args.out}')), data_preprocessor=dict(mean={stats['mean']}, std={stats['std']}, "
               "bgr_to_rgb=True)")
+    return 0
+
+
+def _import(args) -> int:
+    from .publish import import_checkpoint
+
+    dtype = torch.float16 if args.dtype == "fp16" else torch.float32
+    out = import_checkpoint(args.checkpoint, args.model, args.out, args.weights, args.license, dtype)
+    imported = json.loads((out / "config.json").read_text())["ladder_zoo"]["imported"]
+    print(f"wrote {out}: {args.model}, the {imported['weights']} backbone of {args.checkpoint} ({imported['format']}).")
+    print(f"load it: ladder_zoo.create_model('{args.model}', checkpoint_path='{out}')"
+          + (f" or timm.create_model('local-dir:{out}')" if models.ARCHS[models.MODELS[args.model].arch].timm else ""))
     return 0
 
 

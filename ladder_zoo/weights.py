@@ -31,11 +31,11 @@ TARGET_PREFIX = "target_backbone."  # its EMA target in train/'s checkpoints
 # Packages whose classes trainers pickle as metadata beside the weights, read as inert placeholders:
 # mmengine (message_hub's HistoryBuffer, whose statistics methods pickle as builtins' getattr(buffer, name)), numpy
 # (arrays in it; _codecs.encode carries their bytes in protocol 2), Lightning and omegaconf (hyper_parameters;
-# copyreg._reconstructor and typing rebuild omegaconf's objects).
+# copyreg._reconstructor, typing and the builtin types its metadata names rebuild omegaconf's objects).
 METADATA_MODULES = ("numpy", "_codecs", "mmengine", "mmcv", "mmpretrain", "mmselfsup", "pytorch_lightning",
                     "lightning", "lightning_fabric", "omegaconf", "copyreg", "typing", "argparse", "pathlib",
                     "collections")
-METADATA_BUILTINS = ("getattr",)  # torch's error names a builtin without its module
+METADATA_BUILTINS = ("getattr", "dict", "list", "object")  # torch's error names a builtin without its module
 _UNSUPPORTED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")  # torch's weights_only error names the global it refused
 
 PathLike = Union[str, Path]

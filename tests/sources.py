@@ -75,13 +75,13 @@ def dino_vit_backbone(embed_dim: int, heads: int, seed: int, depth: int = 12, pa
     return randomise(shapes, seed)
 
 
-def torchvision_vit(state: State, heads: int) -> nn.Module:
+def torchvision_vit(state: State, heads: int, size: int = 224, patch: int = 16) -> nn.Module:
     """The same network as DINO's / MULAN's ViT, another implementation: torchvision's VisionTransformer (LayerNorm
     eps 1e-6, exact GELU, q-k-v in_proj, class token after the final norm), its keys mapped from DINO's."""
     d = state["cls_token"].shape[-1]
     depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
     with torch.device("meta"):
-        model = torchvision.models.VisionTransformer(224, 16, depth, heads, d, 4 * d)
+        model = torchvision.models.VisionTransformer(size, patch, depth, heads, d, 4 * d)
     model.heads = nn.Identity()
     names = {"norm1": "ln_1", "attn.qkv.weight": "self_attention.in_proj_weight", "attn.qkv.bias":
              "self_attention.in_proj_bias", "attn.proj": "self_attention.out_proj", "norm2": "ln_2", "mlp.fc1": "mlp.0",
