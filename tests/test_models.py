@@ -198,3 +198,25 @@ def test_sharded_weights_round_trip(tmp_path, isolated_hub):
     assert all(p.stat().st_size < 5_100_000 for p in folder.glob("*.safetensors"))
     model = ladder_zoo.create_model("byol_r18_cifar", pretrained=True)
     torch.testing.assert_close(model.layer4[1].bn2.running_var, state["layer4.1.bn2.running_var"])
+
+
+@pytest.mark.parametrize("source", ["released tag", "url", "checkpoint_path"])
+def test_one_loading_route(isolated_hub, tmp_path, monkeypatch, source):
+    """The zoo's Hub repositories, others' URLs and local checkpoints go one way: one local file, read as data by
+    ZooWeights.load_pretrained (timm's custom_load hook), then timm's own load_pretrained with the zoo's filter fn."""
+    from ladder_zoo import layouts, models
+
+    state = isolated_hub("byol_r18_cifar", "cifar10_200ep", seed=9)
+    torch.save({"state_dict": {f"backbone.{k}": v for k, v in state.items()}}, tmp_path / "ckpt.pth")
+    calls = []
+    timm_load = models.load_pretrained
+    monkeypatch.setattr(models, "load_pretrained", lambda model, cfg, **kw: calls.append(kw["filter_fn"].func)
+                        or timm_load(model, cfg, **kw))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    kwargs = {"released tag": dict(model_name="byol_r18_cifar.cifar10_200ep", pretrained=True),
+              "url": dict(model_name="byol_r18_cifar", pretrained=True,
+                          pretrained_cfg_overlay=dict(url=(tmp_path / "ckpt.pth").as_uri())),
+              "checkpoint_path": dict(model_name="byol_r18_cifar", checkpoint_path=tmp_path / "ckpt.pth")}[source]
+    model = ladder_zoo.create_model(**kwargs, features_only=True)
+    assert calls == [layouts.checkpoint_filter_fn]
+    torch.testing.assert_close(model.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
