@@ -229,13 +229,11 @@ def url_weights(url: str, cache_dir: Optional[str] = None) -> Path:
     convention) is checked by the download and on every load. ``HF_HUB_OFFLINE`` forbids the download."""
     import urllib.error
     from http.client import HTTPException
-    from urllib.parse import urlparse
 
-    from torch.hub import HASH_REGEX, download_url_to_file, get_dir
+    from torch.hub import HASH_REGEX, download_url_to_file
 
-    filename = Path(urlparse(url).path).name
-    path = (Path(cache_dir) if cache_dir else Path(get_dir()) / "checkpoints") / filename
-    prefix = HASH_REGEX.search(filename)
+    path = url_cache_path(url, cache_dir)
+    prefix = HASH_REGEX.search(path.name)
     prefix = prefix.group(1) if prefix else None
     if path.is_file():
         if prefix and not sha256_file(path).startswith(prefix):
@@ -256,6 +254,15 @@ def url_weights(url: str, cache_dir: Optional[str] = None) -> Path:
         raise WeightsNotFoundError(f"Could not download {url} ({type(e).__name__}: {e}) and no copy is cached at "
                                    f"{path}: check the network, or {fix}.") from e
     return path
+
+
+def url_cache_path(url: str, cache_dir: Optional[str] = None) -> Path:
+    """Where the file at ``url`` is cached: torch.hub's ``load_state_dict_from_url`` place for it."""
+    from urllib.parse import urlparse
+
+    from torch.hub import get_dir
+
+    return (Path(cache_dir) if cache_dir else Path(get_dir()) / "checkpoints") / Path(urlparse(url).path).name
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

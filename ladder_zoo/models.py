@@ -290,8 +290,8 @@ def _mmselfsup(method: str, epochs: int, accuracy: float, file: str) -> External
     """A mmselfsup 1.x release: its metafile's Weights URL, whose file name ends in the sha256 prefix."""
     return External(
         f"https://download.openmmlab.com/mmselfsup/1.x/{method}/{file[:file.rindex('_')]}/{file}", "Apache-2.0",
-        "OpenMMLab mmselfsup 1.x",
-        f"github.com/open-mmlab/mmselfsup @ db861f30 (configs/selfsup/{method}/metafile.yml; LICENSE: Apache-2.0)",
+        "OpenMMLab",
+        f"github.com/open-mmlab/mmselfsup 1.x @ db861f30 (configs/selfsup/{method}/metafile.yml; LICENSE: Apache-2.0)",
         accuracy, "ImageNet-1k linear evaluation (90 epochs, resnet50_linear-8xb512-coslr-90e_in1k), by OpenMMLab "
         "(metafile.yml)", f"sha256 prefix {file[file.rindex('-') + 1:-4]} in the file name (torch.hub's check_hash)")
 
