@@ -13,7 +13,12 @@ own Hub repositories, the weights others released (``models.EXTERNAL``) and any 
    conv may differ in channels, which timm adapts). Anything else is one ``WeightsMismatchError`` line that names the
    layout found, the keys that do not fit and what to pass.
 
-Each row was read from its trainer's source at the commit its comment names.
+Each row was read from its trainer's source at the commit its comment names: pfdp0/mulan 6f38ec9ba377474b9a2c0c669c1
+bb207c2845783, open-mmlab/mmselfsup db861f30487c9a0b0cb3e35e176d6058887660bc, mmpretrain 1.2.0 (PyPI),
+vturrisi/solo-learn 9187ea39c2c3f43c455ab06664d2b019a9802954, lightly-ai/lightly e8d317fc5a87f4387a85a35e689869039ec249ee,
+lightly-ai/lightly-train 8f5a75c4107743fc9fdbd77e6fbc45664a014fd0, facebookresearch/moco
+a419ef282fc9885015674e77f58c59447206a27f, facebookresearch/simsiam a7bc1772896d0dad0806c51f0bb6f3b16d290468,
+facebookresearch/dino 7c446df5b9f45747937fb0d72314eb9f7b66930a.
 """
 from __future__ import annotations
 

@@ -279,19 +279,21 @@ class External:
 
 _MULAN = dict(
     license="MIT", source="MULAN",
-    published="github.com/pfdp0/mulan @ 6f38ec9b (README.md, Pretrained Models: release v2.0; LICENSE: MIT)",
+    published="github.com/pfdp0/mulan @ 6f38ec9ba377474b9a2c0c669c1bb207c2845783 (README.md, Pretrained Models: "
+              "release v2.0; LICENSE: MIT)",
     protocol="ImageNet-1k linear evaluation, by MULAN's authors (README)",
     checksum="none published (MULAN's README links the files only)",
 )
 _MULAN_URL = "https://github.com/pfdp0/mulan/releases/download/v2.0/"
 
 
-def _mmselfsup(method: str, epochs: int, accuracy: float, file: str) -> External:
+def _mmselfsup(method: str, accuracy: float, file: str) -> External:
     """A mmselfsup 1.x release: its metafile's Weights URL, whose file name ends in the sha256 prefix."""
     return External(
         f"https://download.openmmlab.com/mmselfsup/1.x/{method}/{file[:file.rindex('_')]}/{file}", "Apache-2.0",
         "OpenMMLab",
-        f"github.com/open-mmlab/mmselfsup 1.x @ db861f30 (configs/selfsup/{method}/metafile.yml; LICENSE: Apache-2.0)",
+        f"github.com/open-mmlab/mmselfsup 1.x @ db861f30487c9a0b0cb3e35e176d6058887660bc "
+        f"(configs/selfsup/{method}/metafile.yml; LICENSE: Apache-2.0)",
         accuracy, "ImageNet-1k linear evaluation (90 epochs, resnet50_linear-8xb512-coslr-90e_in1k), by OpenMMLab "
         "(metafile.yml)", f"sha256 prefix {file[file.rindex('-') + 1:-4]} in the file name (torch.hub's check_hash)")
 
@@ -303,11 +305,11 @@ EXTERNAL: Dict[str, External] = {  # name.tag -> External; a name's tags in this
                                                  **_MULAN),
     "byol_mt_vit_b16.mulan_in1k_200ep": External(_MULAN_URL + "byol_multitask_vitb_200ep_tgt_ckpt.pth", accuracy=78.3,
                                                  **_MULAN),
-    "byol_r50.mmselfsup_in1k_200ep": _mmselfsup("byol", 200, 71.8,
+    "byol_r50.mmselfsup_in1k_200ep": _mmselfsup("byol", 71.8,
                                                 "byol_resnet50_16xb256-coslr-200e_in1k_20220825-de817331.pth"),
-    "simsiam_r50.mmselfsup_in1k_200ep": _mmselfsup("simsiam", 200, 69.8,
+    "simsiam_r50.mmselfsup_in1k_200ep": _mmselfsup("simsiam", 69.8,
                                                    "simsiam_resnet50_8xb32-coslr-200e_in1k_20220825-efe91299.pth"),
-    "simsiam_r50.mmselfsup_in1k_100ep": _mmselfsup("simsiam", 100, 68.3,
+    "simsiam_r50.mmselfsup_in1k_100ep": _mmselfsup("simsiam", 68.3,
                                                    "simsiam_resnet50_8xb32-coslr-100e_in1k_20220825-d07cb2e6.pth"),
 }
 

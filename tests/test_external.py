@@ -24,6 +24,9 @@ TAGS = {
     "simsiam_r50.mmselfsup_in1k_100ep": ("simsiam", "resnet50", 7),
 }
 VIT = {"vit_s16": (384, 6), "vit_b16": (768, 12)}
+# tags whose file has the layout and network of another's, which the feature test covers; timm's tests load them
+SAME_AS = {"byol_mt_r50.mulan_in1k_800ep": "byol_mt_r50.mulan_in1k_200ep",
+           "simsiam_r50.mmselfsup_in1k_100ep": "simsiam_r50.mmselfsup_in1k_200ep"}
 
 
 def publish(root, tag):
@@ -61,7 +64,7 @@ def served(tmp_path_factory):
         yield server, {tag: state for tag, (_, state) in files.items()}
 
 
-@pytest.mark.parametrize("tag", sorted(TAGS))
+@pytest.mark.parametrize("tag", [tag for tag in sorted(TAGS) if tag not in SAME_AS])
 def test_features_equal_the_source_network(served, tag):
     server, states = served
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))

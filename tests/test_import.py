@@ -16,7 +16,7 @@ from torch import nn
 import ladder_zoo
 from helpers import run_main
 from ladder_zoo.cli import main
-from sources import dino_vit_backbone, mmselfsup_state, randomise, resnet50_backbone, torchvision_vit
+from sources import dino_vit_backbone, mmselfsup_state, resnet50_backbone, torchvision_vit
 
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
@@ -52,7 +52,8 @@ def resnet18_cifar() -> nn.Module:
 @pytest.fixture(scope="module")
 def lightly_byol(tmp_path_factory):
     """lightly's BYOL as examples/pytorch_lightning/byol.py builds it (lightly @ e8d317f): the backbone an
-    nn.Sequential of torchvision ResNet-18's children, a momentum copy; one training step, saved by Lightning."""
+    nn.Sequential of torchvision ResNet-18's children, a momentum copy; one training step, saved by Lightning's
+    Trainer."""
     pl = pytest.importorskip("pytorch_lightning", reason="lightly's trainer is Lightning")
     pytest.importorskip("lightly", reason="lightly is not installed")
     from lightly.loss import NegativeCosineSimilarity
@@ -91,12 +92,13 @@ def lightly_byol(tmp_path_factory):
     root = tmp_path_factory.mktemp("lightly")
     torch.manual_seed(0)
     model = BYOL()
-    views = torch.randn(2, 4, 3, 32, 32)
-    loader = torch.utils.data.DataLoader([((views[0], views[1]), torch.zeros(4))], batch_size=None)
-    trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=root)
-    trainer.fit(model, loader)
-    trainer.save_checkpoint(root / "byol.ckpt")
+    optimizer = model.configure_optimizers()
+    model.training_step((torch.randn(2, 4, 3, 32, 32).unbind(), None), 0).backward()  # one step: online moves on
+    optimizer.step()
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=root)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(root / "byol.ckpt")  # Lightning's checkpoint, as a fit's ModelCheckpoint writes it
     return root / "byol.ckpt", model
 
 
