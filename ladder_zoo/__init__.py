@@ -6,7 +6,7 @@
     [64, 256, 512, 1024, 2048]
 
 Importing the package registers every zoo name with timm, so ``timm.create_model(name)`` works as well.
-The layers import one way: errors -> weights -> hub -> models -> factory -> cli, publish, integrations.
+The layers import one way: errors -> layouts, weights -> hub -> models -> factory -> cli, publish, integrations.
 """
 from .errors import UnknownModelError, WeightsError, WeightsIntegrityError, WeightsMismatchError, WeightsNotFoundError
 from .factory import create_model, list_models, list_pretrained

@@ -5,6 +5,7 @@
     ladder-zoo features NAME IMAGE... [--out FEATS.safetensors] [--random-init | --checkpoint PATH]
     ladder-zoo convert NAME --to detectron2|mmdet OUT [--checkpoint PATH]
     ladder-zoo export-onnx NAME [--tag T | --checkpoint PATH] --out model.onnx [--features-only] [--size H W]
+    ladder-zoo import CHECKPOINT --model NAME --out hub/ladder-zoo/NAME.TAG [--weights online|target]
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from .device import resolve_device
 from .errors import UnknownModelError, WeightsError, WeightsNotFoundError, phrased_for
 from .factory import create_model, list_models, list_pretrained
 from .integrations._common import integrations
+from .layouts import layout_names
 from .weights import WEIGHTS_NAME
 
 EXIT_USAGE = 2
@@ -79,6 +81,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                    help="input height and width (default: the weights'; ViT and Swin take only theirs)")
     p.set_defaults(run=_export_onnx)
+    p = sub.add_parser("import", help="a trainer's checkpoint as a Hub folder that timm and ladder_zoo load",
+                       description="Write the backbone of a checkpoint as a Hub folder (config.json, model.safetensors, "
+                                   "a card naming the source). Layouts: " + ", ".join(layout_names()) + ".")
+    p.add_argument("checkpoint", type=Path, help="lightly / Lightning .ckpt, solo-learn, mmselfsup / mmpretrain .pth, "
+                                                 "MoCo, SimSiam, MULAN, DINO, train/'s last.pt, a state dict")
+    p.add_argument("--model", required=True, help="the zoo name whose network it is, e.g. byol_r50, simsiam_r18_cifar")
+    p.add_argument("--out", type=Path, required=True, help="the folder, ending in NAME.TAG: hub/ladder-zoo/NAME.TAG")
+    p.add_argument("--weights", choices=["online", "target"],
+                   help="the online backbone or its EMA / momentum target (default: the one the source evaluates)")
+    p.add_argument("--license", help="SPDX id of the checkpoint's licence, shown on the card (default: unknown)")
+    p.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32")
+    p.set_defaults(run=_import)
 
     args = parser.parse_args(argv)
     try:
@@ -103,19 +117,23 @@ def _list(args) -> int:
             print(f"no published weights{' match ' + repr(args.pattern) if args.pattern not in (None, '*') else ' yet'}; "
                   "`ladder-zoo list` shows every declared tag and the recipe that trains it", file=sys.stderr)
         return 0
-    rows, released = [("name", "tag", "weights", "kNN", "linear")], hub.releases()
+    rows, released = [("name", "tag", "weights", "licence", "kNN", "linear", "data")], hub.releases()
     for name in list_models(args.pattern):
-        tags = [t for t in models.default_cfgs[name].tags if t] or ["-"]
-        for tag in tags:
-            repo = hub.repo_id(name, tag)
-            if repo not in released:
-                rows.append((name, tag, "not released" if tag != "-" else "no tag declared", "", ""))
-                continue
-            knn, linear = (_top(released[repo], kind) for kind in ("knn", "linear"))
-            rows.append((name, tag, "released", knn, linear))
+        dataset = models.ARCHS[models.MODELS[name].arch].dataset
+        for tag in [t for t in models.default_cfgs[name].tags if t] or ["-"]:
+            external, release = models.EXTERNAL.get(f"{name}.{tag}"), released.get(hub.repo_id(name, tag))
+            if external:
+                rows.append((name, tag, external.source, external.license, "-", f"{external.accuracy:.1f}", dataset))
+            elif release:
+                knn, linear = (_top(release, kind) for kind in ("knn", "linear"))
+                rows.append((name, tag, "ladder-zoo", "Apache-2.0", knn, linear, dataset))
+            else:
+                rows.append((name, tag, "not yet" if tag != "-" else "no tag", "", "", "", ""))
     _print_table(rows)
-    print("kNN (k=200, T=0.1) and linear-probe top-1 % of the deepest level, on the test split of the data set\n"
-          "the weights trained on; `ladder-zoo info NAME` gives every level and the recipe.")
+    print("Top-1 % of the deepest level. ladder-zoo's weights: kNN (k=200, T=0.1) and linear probe on the\n"
+          "test split of the data they trained on, measured by this project. Others' weights: the figure\n"
+          "their authors report (ImageNet-1k linear evaluation). `ladder-zoo info NAME.TAG`: the source,\n"
+          "every level, the recipe.")
     return 0
 
 
@@ -148,7 +166,7 @@ def _info(args) -> int:
         print("integrations:")
         _print_table(integrations(name), indent=2)
     print("weights: " + ("\n  ".join(_weights_status(name, tag)) if tag else "no pretrained tag declared"))
-    if tag:
+    if tag and f"{name}.{tag}" not in models.EXTERNAL:
         print(f"recipe: {models.recipe_path(name, tag)}")
     print("pretrained_cfg:")
     print(json.dumps(cfg, indent=2, default=str))
@@ -190,7 +208,14 @@ def _print_levels(model: torch.nn.Module, figures: Dict[str, Dict[str, float]]) 
 
 
 def _weights_status(arch: str, tag: str) -> List[str]:
-    """Whether ``arch.tag`` is released, then where its copies are: one line each."""
+    """Whether ``arch.tag`` is released (by this project, or by others), then where its copies are: one line each."""
+    external = models.EXTERNAL.get(f"{arch}.{tag}")
+    if external:
+        cached = hub.url_cache_path(external.url)
+        return [f"released by {external.source} under {external.license}, not trained by ladder-zoo", external.url,
+                f"published: {external.published}",
+                f"reported: {external.accuracy:.1f} % top-1, {external.protocol}", f"sha256: {external.checksum}",
+                ("in the torch.hub cache: " if cached.is_file() else "not downloaded yet; its cache: ") + str(cached)]
     repo = hub.repo_id(arch, tag)
     where = [str(root / repo) for root in hub.local_hub_roots() if (root / repo).is_dir()]
     release = hub.releases().get(repo)
@@ -218,15 +243,21 @@ def models_markdown() -> str:
 
 
 def releases_markdown() -> str:
-    """README's released-weights table, from the release record."""
-    lines, released = ["| name | input | kNN | linear | recipe |", "|---|---|---|---|---|"], hub.releases()
-    for full in list_pretrained():
+    """README's released-weights table: this project's releases (the release record), then others' (``EXTERNAL``)."""
+    lines = ["| name | input | weights by | licence | kNN | linear | figures | source |", "|---|---|---|---|---|---|---|---|"]
+    released = hub.releases()
+    for full in sorted(list_pretrained(), key=lambda full: full in models.EXTERNAL):  # this project's first
         name, tag = full.split(".", 1)
-        release = released[hub.repo_id(name, tag)]
-        size = models.ARCHS[models.MODELS[name].arch].data["input_size"][-1]
-        knn, linear = (_top(release, kind) for kind in ("knn", "linear"))
-        lines.append(f"| `{full}` | {size} px | {knn} | {linear} | [{models.recipe_path(name, tag)}]"
-                     f"({models.recipe_path(name, tag)}) |")
+        arch = models.ARCHS[models.MODELS[name].arch]
+        size, external = arch.data["input_size"][-1], models.EXTERNAL.get(full)
+        if external:
+            lines.append(f"| `{full}` | {size} px | {external.source} | {external.license} | - | {external.accuracy:.1f} | "
+                         f"{external.protocol} | [file]({external.url}) |")
+        else:
+            knn, linear = (_top(released[hub.repo_id(name, tag)], kind) for kind in ("knn", "linear"))
+            recipe = models.recipe_path(name, tag)
+            lines.append(f"| `{full}` | {size} px | ladder-zoo | Apache-2.0 | {knn} | {linear} | {arch.dataset} test "
+                         f"split, measured by this project | [{recipe}]({recipe}) |")
     return "\n".join(lines) + "\n"
 
 
@@ -394,6 +425,18 @@ def _export_onnx(args) -> int:
     diffs = onnx.verify(model, args.out, size)
     print(f"onnxruntime (CPU) vs torch, batch of {onnx.VERIFY_BATCH}: max abs difference "
           + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
+    return 0
+
+
+def _import(args) -> int:
+    from .publish import import_checkpoint
+
+    dtype = torch.float16 if args.dtype == "fp16" else torch.float32
+    out = import_checkpoint(args.checkpoint, args.model, args.out, args.weights, args.license, dtype)
+    imported = json.loads((out / "config.json").read_text())["ladder_zoo"]["imported"]
+    print(f"wrote {out}: {args.model}, the {imported['weights']} backbone of {args.checkpoint} ({imported['format']}).")
+    print(f"load it: ladder_zoo.create_model('{args.model}', checkpoint_path='{out}')"
+          + (f" or timm.create_model('local-dir:{out}')" if models.ARCHS[models.MODELS[args.model].arch].timm else ""))
     return 0
 
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from . import hub
 from .errors import UnknownModelError
-from .models import MODELS, default_cfgs
+from .models import EXTERNAL, MODELS, default_cfgs
 from .weights import config_name
 
 
@@ -79,20 +79,22 @@ def _create_from_hf_hub(repo, revision, cache_dir, pretrained_cfg, pretrained_cf
 
 
 def list_models(pattern: str = "*", pretrained: bool = False) -> List[str]:
-    """Zoo names matching ``pattern``; with ``pretrained=True``, the ``name.tag`` names whose weights are
-    published (in the release record), as ``timm.list_models(pretrained=True)`` lists them."""
+    """Zoo names matching ``pattern``; with ``pretrained=True``, the ``name.tag`` names that have weights (released
+    here, or released by others: ``models.EXTERNAL``), as ``timm.list_models(pretrained=True)`` lists them."""
     if pretrained:
         return list_pretrained(pattern)
     return sorted(name for name in MODELS if fnmatch.fnmatch(name, pattern))
 
 
 def list_pretrained(pattern: str = "*", published_only: bool = True) -> List[str]:
-    """``name.tag`` names matching ``pattern``: published ones, or every declared tag with ``published_only=False``."""
-    names, released = [], hub.releases() if published_only else {}
+    """``name.tag`` names matching ``pattern`` that have weights, or every declared tag (those waiting for their
+    run too) with ``published_only=False``. The release record is read now: a tag released since import is in."""
+    names, released = [], hub.releases()
     for name in MODELS:
         for tag in default_cfgs[name].tags:
             full = f"{name}.{tag}"
-            if tag and (not published_only or hub.repo_id(name, tag) in released) and (
+            weights = full in EXTERNAL or hub.repo_id(name, tag) in released
+            if tag and (weights or not published_only) and (
                 fnmatch.fnmatch(full, pattern) or fnmatch.fnmatch(name, pattern)
             ):
                 names.append(full)

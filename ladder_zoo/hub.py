@@ -11,11 +11,19 @@ Resolution order for ``create_model(name, pretrained=True)``:
    ``model.safetensors.index.json``, ``README.md``) under each ROOT of the local Hub roots. A pinned
    ``revision`` is only honoured by the Hub and its cache, never by a local folder.
 
+The weights others released (``models.EXTERNAL``: a ``url`` in the pretrained cfg) come from torch.hub's checkpoint
+cache, where ``url_weights`` downloads them once (``torch.hub.download_url_to_file``, a progress bar, the sha256
+prefix of the file name checked).
+
+Whatever the source, the result is one local file, which ``models.ZooWeights.load_pretrained`` reads (timm's
+``custom_load`` hook) and hands to timm's ``load_pretrained`` with the zoo's filter fn (``layouts.py``).
+
 For a published tag, steps 2 and 3 hold the same bytes (each file's sha256 is on record), so a copy already in
 the Hub cache or a local folder is used without asking the network: on a machine without network,
 huggingface_hub would otherwise retry for about 20 s before step 3 is reached.
 
-Configuration (read when weights are resolved or released tags listed, never at import):
+Configuration (read when weights are resolved or released tags listed; the release record also once at import, for
+timm's registry, which timm builds then):
 
 - ``LADDER_ZOO_RELEASES``: the release record, a JSON file ``{repo_id: {"files": {name: sha256}, "revision":
   commit or null, "evaluation": {...}}}``. Default: ``releases.json`` of this package (in a source checkout, the
@@ -113,11 +121,13 @@ def resolve_weights(
     *,
     file: Optional[str] = None,
     hf_hub_id: Optional[str] = None,
+    url: Optional[str] = None,
     revision: Optional[str] = None,
     cache_dir: Optional[str] = None,
     recipe: Optional[str] = None,
 ) -> Path:
-    """A verified local path (a weight file, or a shard index next to its shards) for ``architecture.tag``;
+    """A verified local path (a weight file, or a shard index next to its shards) for ``architecture.tag``: the
+    ``file`` given, an ``hf_hub_id`` given, the ``url`` of others' weights, else the tag's own repository;
     ``recipe`` (the ``train/`` recipe that produces the tag) goes into the error when there is none."""
     name = f"{architecture}.{tag}" if tag else architecture
     if file:
@@ -125,6 +135,10 @@ def resolve_weights(
         if not path.exists():
             raise WeightsNotFoundError(f"The weights given for {name} do not exist: {path}.")
         return path
+    if url and not hf_hub_id:
+        if revision is not None:
+            raise ValueError(f"revision= pins Hub weights; {name}'s are a file at {url}.")
+        return url_weights(url, cache_dir)
 
     repo = hf_hub_id or (repo_id(architecture, tag) if tag else None)
     if repo is None:
@@ -212,6 +226,49 @@ def _local_copy(repo: str) -> Optional[Path]:
                         verify(folder / shard, repo, shard)
                 return path
     return None
+
+
+def url_weights(url: str, cache_dir: Optional[str] = None) -> Path:
+    """The file at ``url``, downloaded once, with a progress bar, into torch.hub's checkpoint cache
+    (``$TORCH_HOME/hub/checkpoints/``, or ``cache_dir``), where timm and torch.hub keep such files too; a cached copy
+    is used without network. A sha256 prefix in the file name (``name-<hex>.pth``, torch.hub's ``check_hash``
+    convention) is checked by the download and on every load. ``HF_HUB_OFFLINE`` forbids the download."""
+    import urllib.error
+    from http.client import HTTPException
+
+    from torch.hub import HASH_REGEX, download_url_to_file
+
+    path = url_cache_path(url, cache_dir)
+    prefix = HASH_REGEX.search(path.name)
+    prefix = prefix.group(1) if prefix else None
+    if path.is_file():
+        if prefix and not sha256_file(path).startswith(prefix):
+            raise WeightsIntegrityError(
+                f"{path} is not the file {url} names (its sha256 does not start with {prefix}): it is corrupt. "
+                "Delete it and load again to download it anew.")
+        return path
+    fix = f"download it once online, or put the file at {path}"
+    if is_offline():
+        raise WeightsNotFoundError(f"HF_HUB_OFFLINE is set and {url} is not cached at {path}: {fix}.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:  # into a temporary file beside path, renamed once complete and verified: nothing is left half-written
+        download_url_to_file(url, str(path), hash_prefix=prefix, progress=True)
+    except RuntimeError as e:  # torch.hub: 'invalid hash value (expected ..., got ...)'
+        raise WeightsIntegrityError(f"The download of {url} is not the file its name promises ({e}); nothing was "
+                                    "kept. Try again; if it persists, the file at the URL changed.") from e
+    except (urllib.error.URLError, OSError, HTTPException, ValueError) as e:
+        raise WeightsNotFoundError(f"Could not download {url} ({type(e).__name__}: {e}) and no copy is cached at "
+                                   f"{path}: check the network, or {fix}.") from e
+    return path
+
+
+def url_cache_path(url: str, cache_dir: Optional[str] = None) -> Path:
+    """Where the file at ``url`` is cached: torch.hub's ``load_state_dict_from_url`` place for it."""
+    from urllib.parse import urlparse
+
+    from torch.hub import get_dir
+
+    return (Path(cache_dir) if cache_dir else Path(get_dir()) / "checkpoints") / Path(urlparse(url).path).name
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

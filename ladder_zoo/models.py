@@ -1,27 +1,36 @@
 """The zoo: one timm backbone per (pretraining method, architecture), registered with timm.
 
-Three tables are the whole zoo, and everything else derives from them: the timm entrypoints and pretrained
-cfgs below, ``hubconf.py``, README's model tables (``ladder-zoo list --markdown``) and the tests' expectations.
+Four tables are the whole zoo, and everything else derives from them: the timm entrypoints and pretrained
+cfgs below, ``hubconf.py``, README's model and weights tables (``ladder-zoo list --markdown``) and the tests'
+expectations.
 
 - ``FAMILIES``: how timm builds each kind of network (its class, which reads zoo weight files, and where its
   features are);
 - ``ARCHS``: one row per network: family, model arguments, the input its weights are trained on, the stock timm
   architecture it equals (its state dict is that one's, so plain timm loads its Hub repositories), the tags
   declared for it and the methods that have a recipe for it;
-- ``METHODS``: one row per pretraining method.
+- ``METHODS``: one row per pretraining method;
+- ``EXTERNAL``: the weights that others released for zoo names (a URL, its licence, where it is published, the
+  authors' figure), served as timm serves weights outside the Hub: ``url`` in the pretrained cfg and a filter fn
+  (``layouts.checkpoint_filter_fn``) that converts the source's layout on load.
 
-Every name is ``{method}_{arch}``. Pretrained cfgs are static data, as timm's: each declared tag has its Hub
-repository id whether or not its weights exist yet; which tags are released is read from the release record
-(``hub.releases``) only when weights are resolved or released tags are listed.
+Every name is ``{method}_{arch}``. Pretrained cfgs are static data, as timm's, and as in timm a cfg with a weight
+source means the weights exist (``timm.list_models(pretrained=True)`` lists it): a declared tag has its Hub repository
+id only once it is released. timm builds its registry at import, so the release record (``hub.releases``) is read
+then for it; ``create_model`` and ``list_pretrained`` read the record again each time. A declared tag that waits for
+its run keeps its cfg (and its recipe in ``notes``), with no weight source: ``pretrained=True`` on it raises
+``WeightsNotFoundError`` naming the recipe.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
+from timm.models import (build_model_with_cfg, generate_default_cfgs, load_pretrained, register_model,
+                         resolve_pretrained_cfg)
 from timm.models.convnext import ConvNeXt
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from timm.models.swin_transformer import SwinTransformer
@@ -30,7 +39,8 @@ from torch import nn
 
 from . import hub
 from .errors import UnknownModelError, WeightsMismatchError
-from .weights import load_into, read_weights
+from .layouts import checkpoint_filter_fn
+from .weights import read_checkpoint
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -57,21 +67,37 @@ def recipe_path(name: str, tag: str) -> str:
 
 # --- the model classes: timm's, reading zoo weight files ----------------------------------------------------------
 class ZooWeights:
-    """Reads ladder-zoo weight files: timm's loader calls ``load_pretrained`` (``custom_load``) on the bare model,
-    before any ``features_only`` wrapping, with a path that ``hub.resolve_weights`` has already located and
-    verified. A file that records another zoo name than the model's is refused: the weights of
-    ``ladder_byol_r18_cifar`` would otherwise load silently as ``simsiam_r18_cifar``, whose state dict has the
-    same keys."""
+    """Reads any weight file into the model: timm's loader calls ``load_pretrained`` (``custom_load``, timm's hook for
+    formats it does not read) on the bare model, before any ``features_only`` wrapping, with the local file that
+    ``hub.resolve_weights`` located and verified. It reads the file as data (``weights.read_checkpoint``) and hands
+    it to timm's own ``load_pretrained`` with the zoo's filter fn, which takes the backbone out of the source's
+    layout; timm then adapts the input conv and the head, and loads strictly.
+
+    ``pretrained_weights`` ("online" / "target", a constructor argument that ``create_model`` passes on) picks the
+    backbone of a checkpoint that holds both; by default the one its source evaluates. A file that records another
+    zoo name than the model's is refused: the weights of ``ladder_byol_r18_cifar`` would otherwise load silently as
+    ``simsiam_r18_cifar``, whose state dict has the same keys."""
+
+    def __init__(self, *args, pretrained_weights: Optional[str] = None, **kwargs):
+        self.pretrained_weights = pretrained_weights
+        super().__init__(*args, **kwargs)
 
     def load_pretrained(self, checkpoint_path: str) -> None:
-        name = (getattr(self, "pretrained_cfg", None) or {}).get("architecture")
-        weights = read_weights(checkpoint_path)
-        if weights.trained_as in MODELS and name in MODELS and weights.trained_as != name:
+        cfg = self.pretrained_cfg
+        name = cfg.get("architecture")
+        checkpoint = read_checkpoint(checkpoint_path)
+        if checkpoint.trained_as in MODELS and name in MODELS and checkpoint.trained_as != name:
             raise WeightsMismatchError(
-                f"{checkpoint_path} holds weights trained as {weights.trained_as}, not {name}: load them as "
-                f"create_model('{weights.trained_as}', checkpoint_path='{checkpoint_path}')."
+                f"{checkpoint_path} holds weights trained as {checkpoint.trained_as}, not {name}: load them as "
+                f"create_model('{checkpoint.trained_as}', checkpoint_path='{checkpoint_path}')."
             )
-        load_into(self, weights.state_dict, source=str(checkpoint_path))
+        # the filter fn decides the head (a head in the file loads where it fits): timm keeps what it returns
+        in_memory = {**cfg, "state_dict": checkpoint.data, "file": None, "url": None, "hf_hub_id": None, "source": None,
+                     "num_classes": self.num_classes}
+        filter_fn = functools.partial(checkpoint_filter_fn, weights=self.pretrained_weights, source=str(checkpoint_path),
+                                      fits=fitting_archs)
+        load_pretrained(self, in_memory, num_classes=self.num_classes,
+                        in_chans=self.get_submodule(cfg["first_conv"]).in_channels, filter_fn=filter_fn)
 
 
 class ZooResNet(ZooWeights, ResNet):
@@ -181,6 +207,9 @@ ARCHS: Dict[str, Arch] = {
         "vit", dict(patch_size=16, embed_dim=384, depth=12, num_heads=6), dict(_IN1K, pool_size=None),
         "timm `vit_small_patch16_224`", "ImageNet-1k", {"in1k_200ep": "MULAN's ViT-S run"}, methods=("byol_mt", "ladder_byol_mt"),
         timm="vit_small_patch16_224"),
+    "vit_b16": Arch(  # MULAN's vit_base, the same as its vit_small but for width
+        "vit", dict(patch_size=16, embed_dim=768, depth=12, num_heads=12), dict(_IN1K, pool_size=None),
+        "timm `vit_base_patch16_224`", "ImageNet-1k", methods=("byol_mt",), timm="vit_base_patch16_224"),
     "swin_t": Arch(
         "swin", dict(patch_size=4, window_size=7, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
         _IN1K, "timm `swin_tiny_patch4_window7_224`", "ImageNet-1k", {"in1k_200ep": "MoBY's Swin-T recipe"},
@@ -235,23 +264,105 @@ MODELS: Dict[str, Model] = {
 }
 
 
+@dataclass(frozen=True)
+class External:
+    """Weights that others released for a zoo name, each fact read from where they are published."""
+
+    url: str
+    license: str  # SPDX id of the weights' licence
+    source: str  # who released them
+    published: str  # where the URL and the figure are published: repository @ commit, file, release
+    accuracy: float  # the authors' figure, never this project's measurement: top-1 % of ...
+    protocol: str  # ... this evaluation, as its authors ran it
+    checksum: str  # the sha256 the source publishes, or that it publishes none
+
+
+_MULAN = dict(
+    license="MIT", source="MULAN",
+    published="github.com/pfdp0/mulan @ 6f38ec9ba377474b9a2c0c669c1bb207c2845783 (README.md, Pretrained Models: "
+              "release v2.0; LICENSE: MIT)",
+    protocol="ImageNet-1k linear evaluation, by MULAN's authors (README)",
+    checksum="none published (MULAN's README links the files only)",
+)
+_MULAN_URL = "https://github.com/pfdp0/mulan/releases/download/v2.0/"
+
+
+def _mmselfsup(method: str, accuracy: float, file: str) -> External:
+    """A mmselfsup 1.x release: its metafile's Weights URL, whose file name ends in the sha256 prefix."""
+    return External(
+        f"https://download.openmmlab.com/mmselfsup/1.x/{method}/{file[:file.rindex('_')]}/{file}", "Apache-2.0",
+        "OpenMMLab",
+        f"github.com/open-mmlab/mmselfsup 1.x @ db861f30487c9a0b0cb3e35e176d6058887660bc "
+        f"(configs/selfsup/{method}/metafile.yml; LICENSE: Apache-2.0)",
+        accuracy, "ImageNet-1k linear evaluation (90 epochs, resnet50_linear-8xb512-coslr-90e_in1k), by OpenMMLab "
+        "(metafile.yml)", f"sha256 prefix {file[file.rindex('-') + 1:-4]} in the file name (torch.hub's check_hash)")
+
+
+EXTERNAL: Dict[str, External] = {  # name.tag -> External; a name's tags in this order (timm's first is its default)
+    "byol_mt_r50.mulan_in1k_800ep": External(_MULAN_URL + "byol_multitask_resnet50_800ep_ckpt.pth", accuracy=76.7, **_MULAN),
+    "byol_mt_r50.mulan_in1k_200ep": External(_MULAN_URL + "byol_multitask_resnet50_200ep_ckpt.pth", accuracy=75.6, **_MULAN),
+    "byol_mt_vit_s16.mulan_in1k_200ep": External(_MULAN_URL + "byol_multitask_vits_200ep_tgt_ckpt.pth", accuracy=74.5,
+                                                 **_MULAN),
+    "byol_mt_vit_b16.mulan_in1k_200ep": External(_MULAN_URL + "byol_multitask_vitb_200ep_tgt_ckpt.pth", accuracy=78.3,
+                                                 **_MULAN),
+    "byol_r50.mmselfsup_in1k_200ep": _mmselfsup("byol", 71.8,
+                                                "byol_resnet50_16xb256-coslr-200e_in1k_20220825-de817331.pth"),
+    "simsiam_r50.mmselfsup_in1k_200ep": _mmselfsup("simsiam", 69.8,
+                                                   "simsiam_resnet50_8xb32-coslr-200e_in1k_20220825-efe91299.pth"),
+    "simsiam_r50.mmselfsup_in1k_100ep": _mmselfsup("simsiam", 68.3,
+                                                   "simsiam_resnet50_8xb32-coslr-100e_in1k_20220825-d07cb2e6.pth"),
+}
+
+
 def _cfg(name: str, tag: str = "") -> Dict[str, Any]:
     model = MODELS[name]
     arch, method = ARCHS[model.arch], METHODS[model.method]
-    return dict(
-        hf_hub_id=hub.repo_id(name, tag) if tag else None,
+    cfg = dict(
+        hf_hub_id=hub.repo_id(name, tag) if tag and hub.repo_id(name, tag) in _RELEASED else None,
         num_classes=0, interpolation="bilinear", license="apache-2.0",
         notes=(f"recipe: {recipe_path(name, tag)}",) if tag else None,
         description=method.description, paper_name=method.paper_name, paper_ids=method.paper_ids,
         **FAMILIES[arch.family].cfg, **arch.data,
     )
+    external = EXTERNAL.get(f"{name}.{tag}")
+    if external:  # timm's way for weights outside the Hub: their URL; the filter fn converts the layout on load
+        cfg.update(url=external.url, license=external.license.lower(), origin_url=external.published,
+                   notes=(f"released by {external.source}: {external.published}",
+                          f"reported: {external.accuracy} % top-1, {external.protocol}", f"sha256: {external.checksum}"))
+    return cfg
 
 
+def _tags(name: str) -> List[str]:
+    """A name's tags, those with weights first (released here, then others'): timm's first tag is the one a bare
+    name loads."""
+    declared = list(ARCHS[MODELS[name].arch].tags)
+    released = [tag for tag in declared if hub.repo_id(name, tag) in _RELEASED]
+    external = [full.partition(".")[2] for full in EXTERNAL if full.partition(".")[0] == name]
+    return released + external + [tag for tag in declared if tag not in released] or [""]
+
+
+_RELEASED = hub.releases()  # timm's registry is built now, once: it lists the tags released at import
 default_cfgs = generate_default_cfgs({
-    f"{name}.{tag}" if tag else name: _cfg(name, tag)
-    for name, model in MODELS.items()
-    for tag in (list(ARCHS[model.arch].tags) or [""])
+    f"{name}.{tag}" if tag else name: _cfg(name, tag) for name in MODELS for tag in _tags(name)
 })
+
+
+def fitting_archs(state: Mapping[str, Any]) -> str:
+    """Which zoo architectures a backbone state dict is, tensor for tensor: the hint of a mismatch error."""
+    import torch
+
+    shapes = {k: tuple(v.shape) for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    fits = []
+    for arch, row in ARCHS.items():
+        family = FAMILIES[row.family]
+        with torch.device("meta"):  # shapes only: no memory, no initialisation
+            own = family.model_cls(**row.model_args, num_classes=0).state_dict()
+        if shapes == {k: tuple(v.shape) for k, v in own.items() if not k.endswith("num_batches_tracked")}:
+            fits.append(arch)
+    if not fits:
+        return f"It is the backbone of no zoo architecture ({', '.join(ARCHS)})."
+    names = [name for name, model in MODELS.items() if model.arch in fits]
+    return f"It is the backbone of {' / '.join(fits)}: load it as one of {', '.join(names[:4])}, ..."
 
 
 # --- building -----------------------------------------------------------------------------------------------------
@@ -271,10 +382,10 @@ def _create(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
         own_repo = hub.repo_id(name, cfg.tag) if cfg.tag else None
         explicit = cfg.source == "hf-hub" or cfg.hf_hub_id not in (None, own_repo)  # an hf-hub: name or an overlay
         path = hub.resolve_weights(
-            name, cfg.tag, file=cfg.file, hf_hub_id=cfg.hf_hub_id if explicit else None, revision=revision,
-            cache_dir=cache_dir, recipe=recipe_path(name, cfg.tag) if cfg.tag in arch.tags else None,
+            name, cfg.tag, file=cfg.file, hf_hub_id=cfg.hf_hub_id if explicit else None, url=cfg.url,
+            revision=revision, cache_dir=cache_dir, recipe=recipe_path(name, cfg.tag) if cfg.tag in arch.tags else None,
         )
-        cfg = dataclasses.replace(cfg, file=str(path), source=None, custom_load=True)
+        cfg = dataclasses.replace(cfg, file=str(path), source=None, custom_load=True)  # ZooWeights.load_pretrained
     if family.feature_cfg is not None:
         feature_cfg = family.feature_cfg(arch.model_args)
         feature_cfg["out_indices"] = kwargs.pop("out_indices", feature_cfg["out_indices"])

@@ -8,16 +8,19 @@ Layout of ``<root>/<org>/<name>.<tag>/`` (one Hub repository per pretrained tag,
   ``architecture`` is the zoo name, which both build after ``import ladder_zoo``. The ``ladder_zoo`` block (the
   zoo name, method, recipe, training step, evaluation) is ladder_zoo's, and timm ignores it.
 - ``model.safetensors``, or shards ``model-0000k-of-0000n.safetensors`` with ``model.safetensors.index.json``
-  when the weights exceed ``max_shard_size`` (the checkout's ``hub/`` keeps every file under 25 MB; timm reads
-  only the single file);
+  when the weights exceed ``max_shard_size``: timm reads only the single file, so a repository meant for the Hub
+  holds one; shards are for the checkout's ``hub/``, which keeps every file under 25 MB for git;
 - ``README.md``: the model card, with Hub metadata (``model-index`` once evaluated) that huggingface_hub's
   ``ModelCard`` and ``metadata_load`` read.
 
-``record_release`` gives the release record's entry of a folder (the sha256 of every file, the evaluation).
+``record_release`` gives the release record's entry of a folder (the sha256 of every file, the evaluation);
+``import_checkpoint`` writes the folder of any trainer's checkpoint (``ladder-zoo import``).
 """
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
@@ -45,10 +48,13 @@ def write_hub_folder(
     dtype: torch.dtype = torch.float16,
     card_body: str = "",
     extra: Optional[Dict[str, Any]] = None,
-    max_shard_size: str = HUB_MAX_SHARD_SIZE,
+    max_shard_size: Optional[str] = HUB_MAX_SHARD_SIZE,
+    origin: Optional[str] = None,
+    license: Optional[str] = None,
 ) -> Path:
-    """Write config.json, the weights (``dtype``, sharded past ``max_shard_size``) and README.md (the card, with
-    ``card_body`` and the evaluation in ``extra``) into ``out_dir``."""
+    """Write config.json, the weights (``dtype``; sharded past ``max_shard_size``, None: one file) and README.md (the
+    card: ``origin``, where the weights come from, in place of the recipe or run; ``card_body``; the evaluation in
+    ``extra``; the weights' ``license``, default the zoo's) into ``out_dir``."""
     out_dir = Path(out_dir)
     declared = tag in default_cfgs[name].tags  # a release tag; any other tag is a run's own export
     model = create_model(f"{name}.{tag}" if declared else name)
@@ -57,7 +63,9 @@ def write_hub_folder(
 
     arch = ARCHS[MODELS[name].arch]
     cfg = {k: v for k, v in model.pretrained_cfg.items() if k not in ("file", "hf_hub_id", "source", "url", "state_dict")}
-    cfg.update(architecture=arch.timm or name, tag=tag, custom_load=False)
+    cfg.update(architecture=arch.timm or name, tag=tag, custom_load=False, **({"license": license} if license else {}))
+    for key in ("notes", "origin_url") if origin else ():  # another source's tag: its own facts go in the card
+        cfg.pop(key, None)
     config: Dict[str, Any] = {"architecture": arch.timm or name, "num_classes": 0, "num_features": model.num_features}
     if isinstance(getattr(model, "global_pool", None), str):
         config["global_pool"] = model.global_pool
@@ -69,7 +77,7 @@ def write_hub_folder(
     (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
     tensors = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in state_dict.items()}
-    split = split_torch_state_dict_into_shards(tensors, max_shard_size=max_shard_size)
+    split = split_torch_state_dict_into_shards(tensors, max_shard_size=max_shard_size or 1 << 62)
     for stale in [*out_dir.glob("model*.safetensors"), out_dir / INDEX_NAME]:
         stale.unlink(missing_ok=True)
     for filename, keys in split.filename_to_tensors.items():
@@ -77,7 +85,7 @@ def write_hub_folder(
     if split.is_sharded:
         index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
         (out_dir / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
-    card = model_card(name, tag, cfg, card_body, (extra or {}).get("evaluation"), declared, split.is_sharded)
+    card = model_card(name, tag, cfg, card_body, (extra or {}).get("evaluation"), declared, split.is_sharded, origin)
     (out_dir / "README.md").write_text(card)
     return out_dir
 
@@ -112,11 +120,47 @@ def add_releases(entries: Mapping[str, Dict[str, Any]]) -> Path:
     return record
 
 
+def import_checkpoint(checkpoint: Path, name: str, out: Path, weights: Optional[str] = None,
+                      license: Optional[str] = None, dtype: torch.dtype = torch.float32) -> Path:
+    """Write the Hub folder ``out`` (``.../NAME.TAG``) of the backbone in any trainer's checkpoint (``layouts.py``):
+    the zoo model ``name`` loads it strictly first, so a checkpoint that does not fit writes nothing; the folder is
+    written beside ``out`` and moved into place whole. One ``model.safetensors``, as timm and the Hub read it, except
+    under this checkout's ``hub/``, whose files stay under 25 MB."""
+    from .layouts import backbone
+    from .weights import read_checkpoint
+
+    checkpoint, out = Path(checkpoint), Path(out)
+    stem, _, tag = out.name.partition(".")
+    if stem != name or not tag or not tag.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"--out must end in '{name}.<tag>' (one Hub repository per tag; letters, digits, _ and -), "
+                         f"got {out.name}")
+    model = create_model(name, checkpoint_path=checkpoint, pretrained_weights=weights)  # converts, checks
+    found = backbone(read_checkpoint(checkpoint).data, weights)
+    licence = license or "unknown"
+    origin = (f"Imported by `ladder-zoo import` from `{checkpoint.name}` ({found.layout}, its {found.weights} "
+              f"backbone; sha256 {hub.sha256_file(checkpoint)[:16]}...), not trained by ladder-zoo. Licence of the "
+              f"weights: {licence}, as the importer states it.")
+    under_hub = hub.DEFAULT_HUB_DIR in out.resolve().parents
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        write_hub_folder(staging, name, tag, model.state_dict(), dtype=dtype, origin=origin, license=licence.lower(),
+                         max_shard_size=HUB_MAX_SHARD_SIZE if under_hub else None,
+                         extra={"imported": {"file": checkpoint.name, "format": found.layout, "weights": found.weights,
+                                             "license": licence}})
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
 # --- the model card -------------------------------------------------------------------------------------------------
 def model_card(name: str, tag: str, cfg: Mapping[str, Any], body: str = "", evaluation: Optional[dict] = None,
-               declared: bool = True, sharded: bool = False) -> str:
+               declared: bool = True, sharded: bool = False, origin: Optional[str] = None) -> str:
     """README.md of ``name.tag``: Hub metadata, what it is, usage lines that run for this very tag (a declared tag
-    by its name, a run's own export by its folder), ``body`` (the training), and the evaluation."""
+    by its name, a run's own export or an import by its folder), ``body`` (the training), and the evaluation."""
     arch = ARCHS[MODELS[name].arch]
     repo = hub.repo_id(name, tag)
     if declared:
@@ -126,7 +170,7 @@ def model_card(name: str, tag: str, cfg: Mapping[str, Any], body: str = "", eval
     else:
         load = f'ladder_zoo.create_model("{name}", checkpoint_path="path/to/{name}.{tag}", features_only=True)'
         plain = f'timm.create_model("local-dir:path/to/{name}.{tag}", pretrained=True)'
-        origin = f"A run's own export under the tag `{tag}` (not a release of ladder-zoo): its training is below."
+        origin = origin or f"A run's own export under the tag `{tag}` (not a release of ladder-zoo): its training is below."
     if arch.timm and not sharded:
         timm_line = f"# or with timm alone (no ladder_zoo): {plain}  # timm's {arch.timm}"
     elif arch.timm:

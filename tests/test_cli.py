@@ -43,10 +43,13 @@ def test_list_and_info(released, capsys, tmp_path):
     assert sum(line.startswith(ARCH + " ") for line in lines) == 2  # a row per tag: cifar10_200ep, lightly_...
     assert max(map(len, lines)) <= 100
     row = next(line for line in lines if line.startswith(ARCH + " "))
-    assert row.split()[1:] == [TAG, "released", "81.2", "84.6"]
-    assert next(line for line in lines if line.startswith("ladder_byol_r50 ")).split()[1:] == ["in1k_200ep", "not", "released"]
+    assert row.split()[1:] == [TAG, "ladder-zoo", "Apache-2.0", "81.2", "84.6", "CIFAR-10"]
+    assert next(line for line in lines if line.startswith("ladder_byol_r50 ")).split()[1:] == ["in1k_200ep", "not", "yet"]
+    assert main(["list", "byol_mt_r50"]) == 0  # others' weights: their source, licence and reported figure
+    assert capsys.readouterr().out.splitlines()[1].split() == [
+        "byol_mt_r50", "mulan_in1k_800ep", "MULAN", "MIT", "-", "76.7", "ImageNet-1k"]
 
-    assert main(["list", "--pretrained"]) == 0
+    assert main(["list", "--pretrained", "ladder_*"]) == 0
     assert capsys.readouterr().out.split() == [f"{ARCH}.{TAG}"]
 
     assert main(["info", f"{ARCH}.{TAG}"]) == 0
@@ -98,9 +101,9 @@ def test_features_random_init_is_loud(sample_images, capsys):
 
 
 def test_features_without_weights_points_at_random_init(sample_images, capsys, isolated_hub):
-    assert main(["features", "byol_r50", str(sample_images[0])]) == 2
+    assert main(["features", "ladder_byol_r50", str(sample_images[0])]) == 2
     err = capsys.readouterr().err
-    assert "No weights are published for byol_r50.in1k_200ep" in err and "--random-init" in err
+    assert "No weights are published for ladder_byol_r50.in1k_200ep" in err and "--random-init" in err
 
 
 def test_features_unreadable_image(sample_images, tmp_path, capsys):
@@ -157,9 +160,14 @@ def test_convert_prints_the_framework_settings(tmp_path, capsys):
 
 
 def test_list_pretrained_says_when_nothing_is_published(isolated_hub, capsys):
-    assert main(["list", "--pretrained"]) == 0
+    assert main(["list", "--pretrained", "ladder_*"]) == 0
     captured = capsys.readouterr()
-    assert captured.out == "" and "no published weights yet" in captured.err and "ladder-zoo list" in captured.err
+    assert captured.out == "" and "no published weights match 'ladder_*'" in captured.err
+    assert "ladder-zoo list" in captured.err
+    assert main(["info", "byol_mt_r50.mulan_in1k_200ep"]) == 0
+    out = capsys.readouterr().out
+    assert "weights: released by MULAN under MIT, not trained by ladder-zoo\n" in out and "recipe:" not in out
+    assert "reported: 75.6 % top-1, ImageNet-1k linear evaluation, by MULAN's authors" in out
 
 
 def test_features_from_a_checkpoint_say_so(tmp_path, sample_images, capsys):

@@ -28,7 +28,7 @@ def test_generated_block_is_current(path, marker, generate, command):
 
 def test_readme_is_a_front_page():
     readme = (ROOT / "README.md").read_text()
-    assert len(readme.splitlines()) <= 150
+    assert len(readme.splitlines()) <= 160  # 150 before the released-weights table listed others' weights
     assert "../shared" not in readme  # this project's machines: docs/development.md
     for doc in re.findall(r"docs/[\w.]+\.md", readme):
         assert (ROOT / doc).is_file(), doc

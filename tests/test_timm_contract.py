@@ -1,7 +1,9 @@
 """timm's own model tests on the zoo's names: every name is a timm model as timm checks its own (pytorch-image-models
-tests/test_models.py: test_model_default_cfgs and its non-standard twin, test_model_forward_features). An
-architecture's network is the same for every method, so the forward checks run once per architecture (the table's
-rows); the pretrained-cfg checks run on every name."""
+tests/test_models.py at aa4b5850: test_model_default_cfgs and its non-standard twin, test_model_forward_features,
+test_model_load_pretrained, test_model_features_pretrained). An architecture's network is the same for every method,
+so the forward checks run once per architecture (the table's rows); the pretrained-cfg checks run on every name,
+the pretrained loads on every tag that timm lists as pretrained (the tags released in this checkout here; the tags
+of others' weights, served from 127.0.0.1, in test_external.py)."""
 import math
 
 import pytest
@@ -9,9 +11,35 @@ import timm
 import torch
 from timm.layers import get_channel_dim, get_spatial_dim
 
+import ladder_zoo
+from ladder_zoo import hub
 from ladder_zoo.models import MODELS
 
 ONE_PER_ARCH = sorted({model.arch: name for name, model in MODELS.items()}.values())
+PRETRAINED = sorted(name for name in timm.list_models(pretrained=True) if name.split(".")[0] in MODELS)
+RELEASED = [name for name in PRETRAINED if hub.repo_id(*name.split(".")) in hub.releases()]
+
+
+def test_pretrained_list_is_the_tags_with_weights():
+    """In timm a pretrained cfg with a weight source means the weights exist: the zoo's part of timm's pretrained
+    list is exactly the tags released here and the tags of others' weights (models.EXTERNAL)."""
+    assert PRETRAINED == ladder_zoo.list_models(pretrained=True) == ladder_zoo.list_pretrained()
+    assert RELEASED  # this checkout releases byol_r18_cifar.cifar10_200ep (hub/, releases.json)
+    for name in ladder_zoo.list_pretrained(published_only=False):
+        assert (name in PRETRAINED) == bool(timm.get_pretrained_cfg(name).has_weights)
+
+
+@pytest.mark.parametrize("name", RELEASED)
+def test_model_load_pretrained(name):
+    """timm's test_model_load_pretrained: weights load, with in_chans != 3 and another head."""
+    timm.create_model(name, pretrained=True, in_chans=1, num_classes=5)
+    timm.create_model(name, pretrained=True, in_chans=1, num_classes=0)
+
+
+@pytest.mark.parametrize("name", RELEASED)
+def test_model_features_pretrained(name):
+    """timm's test_model_features_pretrained."""
+    timm.create_model(name, pretrained=True, features_only=True)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -28,7 +28,7 @@ import torch
 
 import ladder_zoo
 from ladder_zoo.errors import WeightsMismatchError
-from ladder_zoo.weights import BACKBONE_PREFIX, TARGET_PREFIX, load_into, torch_load
+from ladder_zoo.weights import BACKBONE_PREFIX, TARGET_PREFIX, torch_load
 
 from .config import Config, to_dict
 
@@ -71,9 +71,8 @@ class SSLCheckpoint:
 
     def create_backbone(self, target: bool = False, **kwargs) -> torch.nn.Module:
         """``ladder_zoo.create_model(self.model_name, **kwargs)`` carrying this checkpoint's backbone weights."""
-        model = ladder_zoo.create_model(self.model_name, **kwargs)
-        load_into(model, self.backbone_state_dict(target), source=f"{self.path} ({'target' if target else 'online'})")
-        return model
+        return ladder_zoo.create_model(self.model_name, checkpoint_path=self.path,
+                                       pretrained_weights="target" if target else "online", **kwargs)
 
 
 def load_ssl_checkpoint(path: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> SSLCheckpoint:
