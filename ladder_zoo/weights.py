@@ -139,22 +139,27 @@ def torch_load(path: PathLike, map_location: Union[str, torch.device] = "cpu") -
             name = found.group(1) if found else None
             known = {f"{p.__module__}.{p.__qualname__}" for p in placeholders}
             metadata = name in METADATA_BUILTINS or str(name).startswith(tuple(f"{m}." for m in METADATA_MODULES))
-            if name is None or name in known or not metadata:
-                what = f"pickles {name}" if name else f"holds objects other than tensors ({str(e).splitlines()[0]})"
+            if name is None:  # no global to name: not a torch checkpoint (a plain pickle, a damaged stream)
+                raise _unreadable(path, e) from None
+            if name in known or not metadata:
                 raise WeightsIntegrityError(
-                    f"{path} {what}, which is not data: loading it would run code, and weights_only=True refuses it. "
-                    "Save the weights as a state dict of tensors (torch.save(model.state_dict(), ...)) or safetensors."
+                    f"{path} pickles {name}, which is not data: loading it would run code, and weights_only=True "
+                    "refuses it. Save the weights as a state dict of tensors (torch.save(model.state_dict(), ...)) "
+                    "or safetensors."
                 ) from None
             placeholders.append(_placeholder(name))
         except Exception as e:  # torch raises RuntimeError / EOFError / zip errors for truncated or corrupt files
-            raise WeightsIntegrityError(
-                f"{path} is not a readable torch checkpoint ({_load_failure(e)}): truncated or corrupt (copy it "
-                "again), or not a file of tensors (save a state_dict() with torch.save, or as safetensors)."
-            ) from e
+            raise _unreadable(path, e) from e
 
 
-def _load_failure(error: Exception) -> str:
-    """torch.load's error in one clause, without its advice to load with weights_only=False (wrong for a corrupt
-    or foreign file, and unsafe)."""
-    first = (str(error).strip().splitlines() or [""])[0].split(". ")[0]
-    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+def _unreadable(path: Path, error: Exception) -> WeightsIntegrityError:
+    """One line for a file torch cannot read, naming what torch found without its advice to load with
+    weights_only=False (wrong for a corrupt or foreign file, and unsafe)."""
+    text = str(error)
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\. |\n|$)", text)
+    first = (text.strip().splitlines() or [""])[0].split(". ")[0]
+    what = found.group(1) if found else f"{type(error).__name__}: {first}" if first else type(error).__name__
+    return WeightsIntegrityError(
+        f"{path} is not a readable torch checkpoint ({what}): truncated or corrupt (copy it again), or not a file "
+        "of tensors (save a state_dict() with torch.save, or as safetensors)."
+    )

@@ -66,6 +66,12 @@ NOT_HERE = {
         "CIFAR-10 and 8 GPUs; test_train_runs.py runs pretrain -> export -> create_model on the sample",
     ("docs/training.md", "import ladder_zoo"):
         "the CPU demo's checkpoint (CIFAR-10); test_models.py loads a training checkpoint alike",
+    ("docs/weights.md", "import ladder_zoo"):
+        "downloads the authors' files from GitHub; test_external.py serves files of their exact layout from "
+        "127.0.0.1 through the same download code",
+    ("docs/weights.md", "ladder-zoo import byol.ckpt --model byol_r18 --out hub/ladder-zoo/byol_r18.my_lightly_run [--weights target] [--license MIT]"):
+        "a synopsis (byol.ckpt stands for a trainer's checkpoint); test_import.py imports checkpoints made by "
+        "lightly, mmpretrain and the other layouts' fixtures",
     ("docs/weights.md", "import timm   # no ladder_zoo needed"):
         "ladder_byol_r50.in1k_200ep is not released and the Hub is out of reach; test_hub.py loads an export with "
         "plain timm from a local folder and from a local Hub",

@@ -153,8 +153,11 @@ def mmpretrain():
     # do not need them: register placeholders for them, as mmpretrain does when transformers is absent
     mmpretrain.utils.dependency.WITH_MULTIMODAL = False
     import mmpretrain.models
+    from mmengine.registry import DefaultScope
 
-    return mmpretrain.models
+    # its registries, whatever an mmdet or mmseg test run before in this process made mmengine's default scope
+    with DefaultScope.overwrite_default_scope("mmpretrain"):
+        yield mmpretrain.models
 
 
 def mmpretrain_byol(models, depth: int, neck: int):

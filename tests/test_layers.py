@@ -9,6 +9,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "ladder_zoo"
 # bottom to top; a module may import only modules of lower layers (``__init__`` re-exports from all)
 LAYERS = [
     {"version", "errors", "device"},
+    {"layouts"},
     {"weights"},
     {"hub"},
     {"models"},
