@@ -1,4 +1,5 @@
 """train/: losses against direct computations, the Ladder model, EMA, LARS, schedules, configs."""
+import json
 import math
 from pathlib import Path
 
@@ -112,6 +113,40 @@ def test_ladder_total_is_the_weighted_sum_and_dense_levels_average():
     out["loss"].backward()
     assert model.dense_predictors["res2"]["global"][0].weight.grad is not None
     assert all(p.grad is None for p in model.target_backbone.parameters())
+
+
+# Losses and gradients of the model before its restructuring (issue 39, train/model.py at 2e3abbc), on fixed seeds:
+# the restructured model must compute the same ones. Kept until that restructuring has landed.
+RECORDED = json.loads((Path(__file__).parent / "data" / "siamese_losses.json").read_text())
+RECORDED_SETTINGS = {
+    "byol": dict(levels="- - - G"),
+    "ladder_byol": dict(levels="G G G G"),
+    "densebyol": dict(levels="- - - D"),
+    "ladder_densebyol": dict(levels="D D G G"),
+    "ladder_simsiam": dict(base="simsiam", levels="G G G G"),
+    "byol_mt": dict(levels="- - - G", views={"global": 2, "local": 2, "cutout": 1}),
+    "ladder_byol_mt_shared_predictor": dict(levels="D G G G", views={"global": 2, "local": 2, "cutout": 1},
+                                            per_view_predictor=False),
+    "simsiam_mt": dict(base="simsiam", levels="- - - G", views={"global": 2, "local": 2, "cutout": 1}),
+    "simsiam_no_stop_gradient": dict(base="simsiam", levels="- G - G", stop_gradient=False),
+}
+
+
+@pytest.mark.parametrize("setting", sorted(RECORDED_SETTINGS))
+def test_losses_and_gradients_equal_the_recorded_ones(setting):
+    kw = RECORDED_SETTINGS[setting]
+    model = LadderSiamese(tiny_backbone(seed=3), small_heads(**kw)).train()
+    draw = torch.Generator().manual_seed(7)
+    views = {kind: [torch.randn(4, 3, size, size, generator=draw) for _ in range(count)]
+             for kind, count in kw.get("views", {"global": 2}).items() for size in [16 if kind == "local" else 32]}
+    out = model(views)
+    out["loss"].backward()
+    gradients = {n: [p.grad.double().sum().item(), p.grad.double().norm().item()]
+                 for n, p in model.named_parameters() if p.grad is not None}
+    recorded = RECORDED[setting]
+    assert out.keys() == recorded["outputs"].keys() and gradients.keys() == recorded["gradients"].keys()
+    torch.testing.assert_close({k: v.item() for k, v in out.items()}, recorded["outputs"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gradients, recorded["gradients"], rtol=1e-5, atol=1e-6)
 
 
 def test_multitask_pairs_and_predictors():
