@@ -21,8 +21,8 @@ levels, and their weights), and for every view type:
               L_i = sum_t w_t mean_{(a, b)} L(q_t(y_a), y'_b),  (a, b): every local / cutout view a with every
               global view b; for the global task, every ordered pair of two different global views
 
-Two global views alone are one task whose two pairs the base's own symmetrisation weighs (BYOL 2: their sum;
-SimSiam 1: their mean); with local or cutout views, MULAN's task weights (``task_weight``: BYOL 1, SimSiam 1/3).
+Two global views alone are one task, w_global the base's own symmetrisation (``two_view_weight``: BYOL sums its
+two pairs, SimSiam averages them); with local or cutout views, w_t is MULAN's task weight (``task_weight``).
 
 The intermediate heads are side branches: the backbone's own path is unchanged, a level that is off costs nothing,
 and the backbone's state dict is the zoo model's (under ``backbone.``; the EMA target's under ``target_backbone.``).
