@@ -71,8 +71,7 @@ class DataConfig:
 
 @dataclass
 class MethodConfig:
-    # base, levels and views: for a zoo model, its method's row in ladder_zoo.models.METHODS unless set
-    base: str = "byol"  # byol | simsiam (train/model.py: BYOL, SimSiam); a zoo model: its method's
+    base: str = "byol"  # byol | simsiam (train/model.py: BYOL, SimSiam); a zoo model: its method's (METHODS)
     levels: str = "- - - G"  # G global, D dense, - off per ladder level (res2..res5, 4 stages, ViT depth quarters),
     #                          or named "res3:G res5:G" / "blocks.3:D blocks.11:G", or "ladder" (levels.py);
     #                          a zoo model: its method's
@@ -188,7 +187,7 @@ def _resolve(path: Path, chain: Tuple[Path, ...]) -> Dict[str, Any]:
         raise FileNotFoundError(f"{chain[-1]}: its {BASE_KEY} {path.name} is no file ({path}); name a base relative to "
                                 "the recipe's own folder")
     if not path.is_file():
-        raise FileNotFoundError(f"--config {path}: no such recipe file (train/configs/ holds the zoo's)")
+        raise FileNotFoundError(f"recipe {path}: no such file (train/configs/ holds the zoo's recipes)")
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a recipe is a mapping of keys to values")
