@@ -182,13 +182,14 @@ class Arch:
 
 @dataclass(frozen=True)
 class Method:
-    """One pretraining method."""
+    """One pretraining method: what its recipes train (``train/config.py`` reads base, levels and views from here)."""
 
     levels: str  # losses per ladder level, the paper's notation (G global, D dense, - none)
     description: str
     paper_ids: Union[str, Tuple[str, ...]]
     paper_name: str = "Ladder Siamese Network: a Method and Insights for Multi-level Self-Supervised Learning"
-    views: Tuple[str, ...] = ("global",)  # the view types it trains on (multi-task: global, local, cutout)
+    views: Dict[str, int] = field(default_factory=lambda: {"global": 2})  # views per type (multi-task: local, cutout)
+    base: str = "byol"  # the Siamese method at every level: byol (EMA target) | simsiam (stop-gradient)
 
 
 _IN1K = dict(input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
@@ -225,7 +226,7 @@ ARCHS: Dict[str, Arch] = {
 }
 
 _BYOL = "arXiv:2006.07733"
-_MULTITASK = ("global", "local", "cutout")
+_MULTITASK = {"global": 2, "local": 2, "cutout": 1}  # MULAN main.py: --num-views-per-task 2 2 1
 METHODS: Dict[str, Method] = {
     "byol": Method("- - - G", "BYOL: global loss on res5.", _BYOL,
                    "Bootstrap your own latent: A new approach to self-supervised Learning"),
@@ -236,9 +237,9 @@ METHODS: Dict[str, Method] = {
     "ladder_densebyol": Method("D D G G", "Ladder-DenseBYOL: D D G G on res2..res5; a dense level averages its "
                                           "dense and global loss.", ("arXiv:2211.13844", "arXiv:2011.09157")),
     "simsiam": Method("- - - G", "SimSiam: stop-gradient Siamese network, no momentum encoder, loss on res5.",
-                      "arXiv:2011.10566", "Exploring Simple Siamese Representation Learning"),
+                      "arXiv:2011.10566", "Exploring Simple Siamese Representation Learning", base="simsiam"),
     "ladder_simsiam": Method("G G G G", "Ladder-SimSiam: SimSiam losses on res2..res5, weights 1/16, 1/8, 1/4, 1.",
-                             ("arXiv:2211.13844", "arXiv:2011.10566")),
+                             ("arXiv:2211.13844", "arXiv:2011.10566"), base="simsiam"),
     "byol_mt": Method("- - - G", "Multi-task BYOL: 2 global, 2 local and 1 cutout view, one predictor per view "
                                  "type.", ("arXiv:2602.05845", _BYOL),
                       "Self-Supervised Learning with a Multi-Task Latent Space Objective (MULAN), De Plaen et al., "

@@ -14,13 +14,13 @@ from helpers import ROOT, SAMPLE, small_heads
 from train.config import Config, OptimConfig, load_config
 from train.eval.features import backbone_from
 from train.export import export
-from train.model import LadderSiamese, build_backbone
-from train.levels import ladder_levels, ladder_weights, parse_levels
+from train.model import build_backbone, build_siamese
+from train.levels import active_levels, ladder_indices
 from train.optim import build_optimizer, param_groups, set_weight_decay
 from train.schedules import weight_decay
 from train.step import Update
 from train.pretrain import train, train_step
-from ladder_zoo.models import ARCHS, MODELS
+from ladder_zoo.models import ARCHS, METHODS, MODELS
 from train.checkpoint import load_ssl_checkpoint
 
 # Tiny members of each family, 32 px inputs (timm shrinks through its model arguments).
@@ -31,12 +31,7 @@ FAMILIES = {
                                                   num_heads=(1, 1, 1, 1), strict_img_size=False, drop_path_rate=0.1)),
     "convnext": ("convnext_atto", dict(depths=(1, 1, 1, 1), dims=(8, 16, 32, 64), drop_path_rate=0.1)),
 }
-METHODS = {  # method -> (levels, views)
-    "byol": ("- - - G", {"global": 2}),
-    "ladder_byol": ("G G G G", {"global": 2}),
-    "ladder_densebyol": ("D D G G", {"global": 2}),
-    "byol_mt": ("- - - G", {"global": 2, "local": 2, "cutout": 1}),
-}
+TRAINED = ["byol", "ladder_byol", "ladder_densebyol", "byol_mt"]  # one method per loss kind: levels, dense, views
 
 
 def backbone(family, seed=0, **kw):
@@ -48,7 +43,7 @@ def backbone(family, seed=0, **kw):
 # --- levels -----------------------------------------------------------------------------------------------------
 def test_each_family_has_four_ladder_levels():
     def modules(model):
-        return [model.feature_info[i]["module"] for i in ladder_levels(model.feature_info)]
+        return [model.feature_info[i]["module"] for i in ladder_indices(model.feature_info)]
 
     assert modules(timm.create_model("resnet18")) == ["layer1", "layer2", "layer3", "layer4"]  # stem left out
     assert modules(timm.create_model("regnetx_002")) == ["s1", "s2", "s3", "s4"]
@@ -59,17 +54,25 @@ def test_each_family_has_four_ladder_levels():
     assert modules(vit_s) == ["blocks.2", "blocks.5", "blocks.8", "blocks.11"]  # depth quarters, not the last four
 
 
+def kinds(spec, feature_info):
+    return {level.name: level.kind for level in active_levels(spec, feature_info, 0.5)}
+
+
+def weights(spec, feature_info, w):
+    return {level.name: level.weight for level in active_levels(spec, feature_info, w)}
+
+
 def test_levels_spec_positional_named_and_ladder():
     resnet = timm.create_model("resnet18").feature_info
     vit = timm.create_model("vit_small_patch16_224", embed_dim=16, num_heads=1).feature_info
-    assert parse_levels("- - - G", resnet) == {"res5": "G"}
-    assert parse_levels("D D G G", resnet) == {"res2": "D", "res3": "D", "res4": "G", "res5": "G"}
-    assert parse_levels("G G", resnet) == {"res4": "G", "res5": "G"}  # aligned to the last ladder levels
-    assert parse_levels("res3:G layer4:D", resnet) == {"res3": "G", "res5": "D"}  # level name or module
-    assert parse_levels("G G G G", vit) == {"stage2": "G", "stage5": "G", "stage8": "G", "stage11": "G"}
-    assert parse_levels("ladder", vit) == parse_levels("G G G G", vit)
-    assert parse_levels("blocks.3:D -1:G", vit) == {"stage3": "D", "stage11": "G"}  # module, index
-    assert parse_levels("stage11:G blocks.0:G", vit) == {"stage0": "G", "stage11": "G"}  # shallow to deep
+    assert kinds("- - - G", resnet) == {"res5": "G"}
+    assert kinds("D D G G", resnet) == {"res2": "D", "res3": "D", "res4": "G", "res5": "G"}
+    assert kinds("G G", resnet) == {"res4": "G", "res5": "G"}  # aligned to the last ladder levels
+    assert kinds("res3:G layer4:D", resnet) == {"res3": "G", "res5": "D"}  # level name or module
+    assert kinds("G G G G", vit) == {"stage2": "G", "stage5": "G", "stage8": "G", "stage11": "G"}
+    assert kinds("ladder", vit) == kinds("G G G G", vit)
+    assert kinds("blocks.3:D -1:G", vit) == {"stage3": "D", "stage11": "G"}  # module, index
+    assert list(kinds("stage11:G blocks.0:G", vit)) == ["stage0", "stage11"]  # shallow to deep
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -84,32 +87,31 @@ def test_levels_spec_positional_named_and_ladder():
 ])
 def test_bad_levels_are_one_line_errors(spec, message):
     with pytest.raises(ValueError) as e:
-        parse_levels(spec, timm.create_model("resnet18").feature_info)
+        active_levels(spec, timm.create_model("resnet18").feature_info, 0.5)
     assert message in str(e.value) and "\n" not in str(e.value) and "method.levels=" in str(e.value)
 
 
 def test_ladder_weights_follow_eq6_for_any_level_count():
     resnet = timm.create_model("resnet18").feature_info
     vit = timm.create_model("vit_small_patch16_224", embed_dim=16, num_heads=1).feature_info
-    assert ladder_weights(parse_levels("G G G G", vit), vit, 0.5) == {
-        "stage2": 1 / 16, "stage5": 1 / 8, "stage8": 1 / 4, "stage11": 1.0}
-    assert ladder_weights(parse_levels("res3:G res5:G", resnet), resnet, 0.5) == \
-        ladder_weights(parse_levels("- G - G", resnet), resnet, 0.5) == {"res3": 1 / 8, "res5": 1.0}
+    assert weights("G G G G", vit, 0.5) == {"stage2": 1 / 16, "stage5": 1 / 8, "stage8": 1 / 4, "stage11": 1.0}
+    assert weights("res3:G res5:G", resnet, 0.5) == weights("- G - G", resnet, 0.5) == {"res3": 1 / 8, "res5": 1.0}
     # a level off the ladder is a step of its own: blocks 2, 3, 5, 8, 11
-    assert ladder_weights(parse_levels("blocks.3:G blocks.11:G", vit), vit, 1.0) == {"stage3": 1 / 8, "stage11": 1.0}
-    assert ladder_weights(parse_levels("G G -", vit), vit, 1.0) == {"stage5": 1 / 4, "stage8": 1 / 2}  # top off
-    model = LadderSiamese(backbone("convnext"), small_heads(levels="G G G G", ladder_w=1.0))
-    assert list(model.level_weights.values()) == [1 / 8, 1 / 4, 1 / 2, 1.0]
+    assert weights("blocks.3:G blocks.11:G", vit, 1.0) == {"stage3": 1 / 8, "stage11": 1.0}
+    assert weights("G G -", vit, 1.0) == {"stage5": 1 / 4, "stage8": 1 / 2}  # top off
+    model = build_siamese(backbone("convnext"), small_heads(levels="G G G G", ladder_w=1.0))
+    assert [level.weight for level in model.levels] == [1 / 8, 1 / 4, 1 / 2, 1.0]
 
 
 # --- what each level sees -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_levels_are_pooled_grids_and_the_top_is_the_backbones_own_feature(family):
-    model = LadderSiamese(backbone(family), small_heads(levels="D G G G")).eval()
+    model = build_siamese(backbone(family), small_heads(levels="D G G G")).eval()
     x = torch.randn(3, 3, 32, 32)
-    embeddings = model.embed(model.backbone, model.projectors, model.dense_projectors, x)
-    levels = list(model.levels)
-    grids = model.backbone.forward_intermediates(x, indices=model.indices, intermediates_only=True)
+    embeddings = model.embed(x)
+    levels = [level.name for level in model.levels]
+    grids = model.backbone.forward_intermediates(x, indices=[level.index for level in model.levels],
+                                                 intermediates_only=True)
     with torch.no_grad():
         own = model.backbone(x)  # num_classes=0: ViT's final-norm class token, Swin / ConvNeXt pool + final norm
         torch.testing.assert_close(embeddings[levels[-1]].y, model.projectors[levels[-1]](own))
@@ -122,7 +124,7 @@ def test_levels_are_pooled_grids_and_the_top_is_the_backbones_own_feature(family
 
 
 def test_target_runs_without_drop_path():
-    model = LadderSiamese(backbone("vit"), small_heads(levels="G G G G"))
+    model = build_siamese(backbone("vit"), small_heads(levels="G G G G"))
     drops = lambda m: [d.drop_prob for d in m.modules() if isinstance(d, timm.layers.DropPath)]  # noqa: E731
     assert drops(model.backbone) and all(p > 0 for p in drops(model.backbone))
     assert all(p == 0 for p in drops(model.target_backbone))
@@ -140,7 +142,7 @@ def test_target_runs_without_drop_path():
     ("convnext", set()),
 ])
 def test_no_decay_on_norms_biases_position_embeddings_and_tokens(family, tokens):
-    model = LadderSiamese(backbone(family), small_heads())
+    model = build_siamese(backbone(family), small_heads())
     names = {id(p): n for n, p in model.named_parameters()}
     groups = param_groups(model, OptimConfig(name="adamw", weight_decay=0.05), [])
     undecayed = {names[id(p)] for g in groups if g["weight_decay"] == 0 for p in g["params"]}
@@ -157,7 +159,7 @@ def test_weight_decay_schedule_and_gradient_clipping():
     assert weight_decay(0, cfg, 10) == pytest.approx(0.04) and weight_decay(99, cfg, 10) == pytest.approx(0.4)
     assert weight_decay(49, cfg, 10) == pytest.approx(0.04 + 0.36 * 0.5 * (1 - math.cos(math.pi * 49 / 99)))
     assert weight_decay(50, Config(optim=OptimConfig(weight_decay=0.1)), 10) == 0.1  # null end: constant
-    model = LadderSiamese(backbone("vit"), small_heads(levels="G G G G"))
+    model = build_siamese(backbone("vit"), small_heads(levels="G G G G"))
     optimizer = build_optimizer(model, cfg.optim, [])
     set_weight_decay(optimizer, 0.3)
     assert sorted({g["weight_decay"] for g in optimizer.param_groups}) == [0.0, 0.3]
@@ -187,11 +189,11 @@ def tiny_run(out_dir, model, model_kwargs, levels, views, *extra):
     return train(load_config(None, overrides))
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", TRAINED)
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_two_cpu_steps(family, method, tmp_path):
     name, kwargs = FAMILIES[family]
-    levels, views = METHODS[method]
+    levels, views = METHODS[method].levels, METHODS[method].views
     local = 32 if family == "convnext" else 16  # ConvNeXt-atto's last stage needs 32 px
     run_dir = tiny_run(tmp_path / "run", name, {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()},
                        levels, views, f"data.augment.local_size={local}")
@@ -235,17 +237,17 @@ def test_zoo_names_are_timms_architectures(arch, tmp_path):
 
 
 def test_export_then_create_model_gives_equal_features(tmp_path, hub_server, hub_env):
-    arch = "ladder_byol_vit_t4_cifar"
-    run_dir = tiny_run(tmp_path / "run", arch, {"drop_path_rate": 0.1}, "G G G G", {"global": 2})
-    folder = export(run_dir / "last.pt", tmp_path / "hub" / f"{arch}.test_run", dtype="fp32")
+    name = "ladder_byol_vit_t4_cifar"
+    run_dir = tiny_run(tmp_path / "run", name, {"drop_path_rate": 0.1}, "G G G G", {"global": 2})
+    folder = export(run_dir / "last.pt", tmp_path / "hub" / f"{name}.test_run", dtype="fp32")
     ckpt = load_ssl_checkpoint(run_dir / "last.pt")
     reference = timm.create_model("vit_tiny_patch16_224", num_classes=0, img_size=32, patch_size=4).eval()
     reference.load_state_dict(ckpt.backbone_state_dict())  # timm's own architecture takes the trained weights
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        loaded = ladder_zoo.create_model(arch, checkpoint_path=folder).eval()
+        loaded = ladder_zoo.create_model(name, checkpoint_path=folder).eval()
         torch.testing.assert_close(loaded(x), reference(x), rtol=0, atol=0)
-        features = ladder_zoo.create_model(arch, checkpoint_path=folder, features_only=True).eval()
+        features = ladder_zoo.create_model(name, checkpoint_path=folder, features_only=True).eval()
         for a, b in zip(features(x), reference.forward_intermediates(x, indices=[2, 5, 8, 11], intermediates_only=True)):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
     with pytest.raises(ladder_zoo.WeightsMismatchError, match="trained as ladder_byol_vit_t4_cifar"):
@@ -253,7 +255,7 @@ def test_export_then_create_model_gives_equal_features(tmp_path, hub_server, hub
 
     # torch.hub and timm's hf-hub: name (a user's repository on a served Hub) load the same weights
     with torch.no_grad():
-        hubbed = torch.hub.load(str(ROOT), arch, source="local", checkpoint_path=folder, features_only=True).eval()
+        hubbed = torch.hub.load(str(ROOT), name, source="local", checkpoint_path=folder, features_only=True).eval()
         for a, b in zip(hubbed(x), features(x)):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
     hub_server.commit("someone/my-vit", {q.name: q.read_bytes() for q in folder.iterdir()})
@@ -267,7 +269,7 @@ def test_export_then_create_model_gives_equal_features(tmp_path, hub_server, hub
 
 
 # --- detection adapters -------------------------------------------------------------------------------------------
-def test_torchvision_fpn_on_hierarchical_names_and_a_clear_error_for_plain_vits():
+def test_torchvision_fpn_takes_hierarchical_names_but_no_plain_vit():
     from ladder_zoo.integrations.torchvision import backbone_with_fpn, fasterrcnn
 
     fpn = backbone_with_fpn("ladder_byol_convnext_t", pretrained=False, trainable_layers=3).eval()

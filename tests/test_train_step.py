@@ -90,9 +90,9 @@ def test_gradients_zeroed_in_place_are_writes_into_an_earlier_steps_outputs():
     (``zero_grad(set_to_none=False)``) are the last step's backward outputs written by the next step, the
     "accessing tensor output of CUDAGraphs that has been overwritten" of a GPU run (pytorch#169545)."""
     from helpers import small_heads, tiny_backbone
-    from train.model import LadderSiamese
+    from train.model import build_siamese
 
-    model = LadderSiamese(tiny_backbone(), small_heads()).train()
+    model = build_siamese(tiny_backbone(), small_heads()).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     views = {"global": [torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(i)) for i in range(2)]}
     earlier = EarlierOutputs()
@@ -140,9 +140,9 @@ def test_ladder_models_compile_as_one_graph():
     """Every level's heads and losses, global and dense, in one graph, its backward too (fullgraph: a break is an
     error), equal to eager; traced by Dynamo and AOTAutograd (Inductor's code generation is the test above's)."""
     from helpers import small_heads, tiny_backbone
-    from train.model import LadderSiamese
+    from train.model import build_siamese
 
-    model = LadderSiamese(tiny_backbone(), small_heads(levels="D D G G")).train()
+    model = build_siamese(tiny_backbone(), small_heads(levels="D D G G")).train()
     views = {"global": [torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(i)) for i in range(2)]}
     eager = model(views)
     torch._dynamo.reset()

@@ -1,4 +1,5 @@
 """train/: losses against direct computations, the Ladder model, EMA, LARS, schedules, configs."""
+import json
 import math
 from pathlib import Path
 
@@ -7,15 +8,13 @@ import torch
 import torch.nn.functional as F
 
 import ladder_zoo
-from ladder_zoo.models import EXTERNAL, METHODS, MODELS
+from ladder_zoo.models import EXTERNAL
 from helpers import small_heads, tiny_backbone
 from train.config import Config, OptimConfig, load_config
 from train.losses import byol_loss, dense_align, dense_loss, simsiam_loss
-from train.model import LadderSiamese, build_backbone
-from train.schedules import ema_tau
-from train.model import task_pairs
+from train.model import build_backbone, build_siamese, task_pairs
 from train.optim import LARS, build_optimizer, param_groups
-from train.schedules import learning_rate
+from train.schedules import ema_tau, learning_rate
 
 CONFIGS = Path(__file__).resolve().parent.parent / "train" / "configs"
 
@@ -68,15 +67,17 @@ def test_dense_alignment_follows_a_shift():
 
 # --- the Ladder model ---------------------------------------------------------------------------------------
 def test_ladder_level_weights_follow_eq6():
-    model = LadderSiamese(tiny_backbone(), small_heads(levels="G G G G", ladder_w=0.5))
-    assert model.level_weights == {"res2": 1 / 16, "res3": 1 / 8, "res4": 1 / 4, "res5": 1.0}
-    model = LadderSiamese(tiny_backbone(), small_heads(levels="D D G G", ladder_w=1.0))
-    assert model.level_weights == {"res2": 1 / 8, "res3": 1 / 4, "res4": 1 / 2, "res5": 1.0}
-    assert set(model.dense_projectors) == {"res2", "res3"} and model.levels == {
-        "res2": "D", "res3": "D", "res4": "G", "res5": "G"}
+    model = build_siamese(tiny_backbone(), small_heads(levels="G G G G", ladder_w=0.5))
+    assert {level.name: level.weight for level in model.levels} == {"res2": 1 / 16, "res3": 1 / 8, "res4": 1 / 4,
+                                                                    "res5": 1.0}
+    model = build_siamese(tiny_backbone(), small_heads(levels="D D G G", ladder_w=1.0))
+    assert {level.name: level.weight for level in model.levels} == {"res2": 1 / 8, "res3": 1 / 4, "res4": 1 / 2,
+                                                                    "res5": 1.0}
+    assert [level.kind for level in model.levels] == ["D", "D", "G", "G"]
+    assert set(model.dense_projectors) == {"res2", "res3"}
     for bad in ("G G G G G", "G X G G", "- - - -"):
         with pytest.raises(ValueError, match="levels"):
-            LadderSiamese(tiny_backbone(), small_heads(levels=bad))
+            build_siamese(tiny_backbone(), small_heads(levels=bad))
 
 
 def test_levels_override_in_the_papers_notation_is_text():
@@ -87,7 +88,7 @@ def test_levels_override_in_the_papers_notation_is_text():
 
 
 def test_byol_forward_equals_the_symmetrised_loss_by_hand():
-    model = LadderSiamese(tiny_backbone(), small_heads(levels="- - - G"))
+    model = build_siamese(tiny_backbone(), small_heads(levels="- - - G"))
     x1, x2 = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)
     out = model({"global": [x1, x2]})
 
@@ -105,33 +106,68 @@ def test_byol_forward_equals_the_symmetrised_loss_by_hand():
 
 
 def test_ladder_total_is_the_weighted_sum_and_dense_levels_average():
-    model = LadderSiamese(tiny_backbone(), small_heads(levels="D D G G"))
+    model = build_siamese(tiny_backbone(), small_heads(levels="D D G G"))
     out = model({"global": [torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)]})
-    total = sum(w * out[f"loss/{level}"] for level, w in model.level_weights.items())
+    total = sum(level.weight * out[f"loss/{level.name}"] for level in model.levels)
     torch.testing.assert_close(out["loss"].detach(), total)
     out["loss"].backward()
     assert model.dense_predictors["res2"]["global"][0].weight.grad is not None
     assert all(p.grad is None for p in model.target_backbone.parameters())
 
 
+# Losses and gradient norms of the model before its restructuring (issue 39, train/model.py at 2e3abbc), on fixed
+# seeds: the restructured model must compute the same ones. Kept until that restructuring has landed.
+RECORDED = json.loads((Path(__file__).parent / "data" / "siamese_losses.json").read_text())
+RECORDED_SETTINGS = {
+    "byol": dict(levels="- - - G"),
+    "ladder_byol": dict(levels="G G G G"),
+    "densebyol": dict(levels="- - - D"),
+    "ladder_densebyol": dict(levels="D D G G"),
+    "ladder_simsiam": dict(base="simsiam", levels="G G G G"),
+    "byol_mt": dict(levels="- - - G", views={"global": 2, "local": 2, "cutout": 1}),
+    "ladder_byol_mt_shared_predictor": dict(levels="D G G G", views={"global": 2, "local": 2, "cutout": 1},
+                                            per_view_predictor=False),
+    "simsiam_mt": dict(base="simsiam", levels="- - - G", views={"global": 2, "local": 2, "cutout": 1}),
+    "simsiam_no_stop_gradient": dict(base="simsiam", levels="- G - G", stop_gradient=False),
+}
+
+
+@pytest.mark.parametrize("setting", sorted(RECORDED_SETTINGS))
+def test_losses_and_gradients_equal_the_recorded_ones(setting):
+    kw = RECORDED_SETTINGS[setting]
+    model = build_siamese(tiny_backbone(seed=3), small_heads(**kw)).train()
+    draw = torch.Generator().manual_seed(7)
+    views = {kind: [torch.randn(4, 3, size, size, generator=draw) for _ in range(count)]
+             for kind, count in kw.get("views", {"global": 2}).items() for size in [16 if kind == "local" else 32]}
+    out = model(views)
+    out["loss"].backward()
+    norms = {n: p.grad.double().norm().item() for n, p in model.named_parameters() if p.grad is not None}
+    recorded = RECORDED[setting]
+    assert out.keys() == recorded["outputs"].keys() and norms.keys() == recorded["gradient_norms"].keys()
+    # float32 kernels sum in another order with another thread count: 2e-5 apart at most; the gradients of biases
+    # that a BatchNorm follows are zero but for rounding (1e-7)
+    torch.testing.assert_close({k: v.item() for k, v in out.items()}, recorded["outputs"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(norms, recorded["gradient_norms"], rtol=1e-4, atol=1e-5)
+
+
 def test_multitask_pairs_and_predictors():
     counts = {"global": 2, "local": 2, "cutout": 1}
-    assert task_pairs("global", counts) == [(0, 1), (1, 0)]
-    assert task_pairs("local", counts) == [(0, 0), (0, 1), (1, 0), (1, 1)]
-    assert task_pairs("cutout", counts) == [(0, 0), (0, 1)]
-    model = LadderSiamese(tiny_backbone(), small_heads(levels="G G G G", views=counts))
+    assert task_pairs("global", 2, 2) == [(0, 1), (1, 0)]  # two different global views
+    assert task_pairs("local", 2, 2) == [(0, 0), (0, 1), (1, 0), (1, 1)]  # every local view, every global one
+    assert task_pairs("cutout", 1, 2) == [(0, 0), (0, 1)]
+    model = build_siamese(tiny_backbone(), small_heads(levels="G G G G", views=counts))
     assert set(model.predictors["res3"]) == {"global", "local", "cutout"}
     views = {"global": [torch.randn(4, 3, 32, 32)] * 2, "local": [torch.randn(4, 3, 16, 16)] * 2,
              "cutout": [torch.randn(4, 3, 32, 32)]}
     out = model(views)
     out["loss"].backward()
     assert model.predictors["res5"]["local"][0].weight.grad.abs().sum() > 0
-    shared = LadderSiamese(tiny_backbone(), small_heads(levels="- - - G", views=counts, per_view_predictor=False))
+    shared = build_siamese(tiny_backbone(), small_heads(levels="- - - G", views=counts, per_view_predictor=False))
     assert set(shared.predictors["res5"]) == {"shared"}
 
 
 def test_ema_update_is_exact():
-    model = LadderSiamese(tiny_backbone(), small_heads())
+    model = build_siamese(tiny_backbone(), small_heads())
     with torch.no_grad():
         for p in model.backbone.parameters():
             p.add_(torch.randn_like(p))
@@ -146,9 +182,9 @@ def test_ema_update_is_exact():
 @pytest.mark.parametrize("name", ["byol_r18", "byol_r50", "byol_r18_cifar", "convnext_atto"])
 def test_heads_are_sized_from_feature_info(name):
     backbone = build_backbone(name)
-    model = LadderSiamese(backbone, small_heads(levels="D D G G"))
+    model = build_siamese(backbone, small_heads(levels="D D G G"))
     channels = [info["num_chs"] for info in backbone.feature_info][-4:]
-    assert [model.projectors[level][0].in_features for level in model.levels] == channels
+    assert [model.projectors[level.name][0].in_features for level in model.levels] == channels
     assert model.dense_projectors[next(iter(model.dense_projectors))][0].in_channels == channels[0]
     size = 32 if name.endswith("cifar") else 64
     out = model({"global": [torch.randn(2, 3, size, size), torch.randn(2, 3, size, size)]})
@@ -168,7 +204,7 @@ def test_simsiam_stop_gradient_prevents_collapse(sample_images):
 
     def mean_abs_cos(stop_gradient):
         torch.manual_seed(0)
-        model = LadderSiamese(tiny_backbone(), small_heads(base="simsiam", proj_hidden=32, proj_out=32,
+        model = build_siamese(tiny_backbone(), small_heads(base="simsiam", proj_hidden=32, proj_out=32,
                                                            pred_hidden=8, stop_gradient=stop_gradient))
         optimizer = build_optimizer(model, OptimConfig(name="sgd", lr=0.05, weight_decay=5e-4,
                                                        exclude_bias_norm=False), [])
@@ -180,8 +216,7 @@ def test_simsiam_stop_gradient_prevents_collapse(sample_images):
             out["loss"].backward()
             optimizer.step()
         with torch.no_grad():
-            z = F.normalize(model.embed(model.backbone, model.projectors, model.dense_projectors,
-                                         views["global"][0])["res5"].y, dim=1)
+            z = F.normalize(model.embed(views["global"][0])["res5"].y, dim=1)
         n = len(z)
         return float(((z @ z.T).abs().sum() - n) / (n * n - n))
 
@@ -214,7 +249,7 @@ def test_lars_step_equals_hand_computation(clip):
 
 
 def test_param_groups_exclude_bias_and_norm():
-    model = LadderSiamese(tiny_backbone(), small_heads())
+    model = build_siamese(tiny_backbone(), small_heads())
     groups = param_groups(model, OptimConfig(weight_decay=1e-5, fixed_predictor_lr=True), model.predictor_parameters())
     for g in groups:
         dims = {p.ndim for p in g["params"]}
@@ -233,15 +268,13 @@ def test_learning_rate_warmup_then_cosine():
 
 
 # --- recipes ------------------------------------------------------------------------------------------------
-def test_every_declared_tag_has_its_recipe():
-    for name in set(ladder_zoo.list_pretrained(published_only=False)) - set(EXTERNAL):  # others' weights: no recipe
-        arch, tag = name.split(".")
-        cfg = load_config(str(CONFIGS / f"{arch}_{tag}.yaml"))
-        assert cfg.model == arch and cfg.name == f"{arch}_{tag}"
-        method = METHODS[MODELS[arch].method]  # the recipe trains the method its name says
-        assert cfg.method.levels.split() == method.levels.split()
-        assert set(cfg.method.views) == set(method.views)
-    assert len(list(CONFIGS.glob("*.yaml"))) == 16 + 8 + 5  # ResNets (CIFAR: two tags); 5 transformers
+def test_the_recipes_are_one_per_declared_tag():
+    # others' weights (models.EXTERNAL) have no recipe here
+    declared = [name.split(".") for name in set(ladder_zoo.list_pretrained(published_only=False)) - set(EXTERNAL)]
+    assert {p.stem for p in CONFIGS.glob("*.yaml")} == {f"{model}_{tag}" for model, tag in declared}
+    for model, tag in declared:
+        cfg = load_config(str(CONFIGS / f"{model}_{tag}.yaml"))
+        assert (cfg.model, cfg.name) == (model, f"{model}_{tag}")
 
 
 def test_misspelled_recipe_key_is_an_error(tmp_path):

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 import ladder_zoo
 from ladder_zoo.device import resolve_device
+from ladder_zoo.models import METHODS, MODELS
 
 from .config import load_config, recipe_file
 from .data import build_pipeline
@@ -44,7 +45,8 @@ from .optim import build_optimizer, set_learning_rate
 from .pretrain import train_step
 from .step import COMPILE_MODES, build_step
 
-METHODS = ["byol", "ladder_byol", "densebyol", "ladder_densebyol", "byol_mt"]
+R50_METHODS = [m for m in METHODS if f"{m}_r50" in MODELS]  # (b)'s choices: the methods with a ResNet-50 recipe
+DEFAULT_METHODS = ["byol", "ladder_byol", "densebyol", "ladder_densebyol", "byol_mt"]  # one per kind of BYOL loss
 
 
 def timed(step: Callable[[], None], steps: int, warmup: int, device: torch.device) -> Dict[str, float]:
@@ -244,7 +246,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--no-amp", dest="amp", action="store_false", help="float32 instead of bf16 autocast")
-    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=R50_METHODS,
+                        help="methods of (b), each with its ResNet-50 ImageNet recipe")
     parser.add_argument("--cifar", default="data/cifar10-jpeg.tar.gz", help="CIFAR-10 archive for (c) and JPEGs")
     parser.add_argument("--cifar-steps", type=int, default=0, help="steps timed in (c) (0: one full epoch)")
     parser.add_argument("--cifar-batch", type=int, default=256, help="batch of (c), the CIFAR recipes' by default")

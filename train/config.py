@@ -2,7 +2,13 @@
 
     cfg = load_config("train/configs/ladder_byol_r18_cifar_cifar10_200ep.yaml", ["optim.lr=0.5", "epochs=1"])
 
-An unknown or misspelled key, in the YAML or an override, is an error naming the close valid keys.
+A recipe states what differs from the reference it follows: ``_base_`` names the base file(s) it builds on,
+relative to its own folder, as mmengine's and detectron2's configs do (``train/configs/base/``: one per reference,
+the why in its comments). Bases merge in order, each over the ones before it, the recipe's own keys last; a
+section (``data``, ``data.augment``, ``method``, ``optim``) merges key by key, any other value replaces the base's.
+A zoo model's recipe trains its method: ``method.base``, ``method.levels`` and ``method.views`` default to the
+method's row in ``ladder_zoo.models.METHODS``. ``python -m train.pretrain --config R --print-config`` prints a
+recipe resolved. An unknown or misspelled key, in the YAML or an override, is an error naming the close valid keys.
 """
 from __future__ import annotations
 
@@ -65,19 +71,21 @@ class DataConfig:
 
 @dataclass
 class MethodConfig:
-    base: str = "byol"  # byol | simsiam
+    base: str = "byol"  # byol | simsiam (train/model.py: BYOL, SimSiam); a zoo model: its method's (METHODS)
     levels: str = "- - - G"  # G global, D dense, - off per ladder level (res2..res5, 4 stages, ViT depth quarters),
-    #                          or named "res3:G res5:G" / "blocks.3:D blocks.11:G", or "ladder" (levels.py)
+    #                          or named "res3:G res5:G" / "blocks.3:D blocks.11:G", or "ladder" (levels.py);
+    #                          a zoo model: its method's
     ladder_w: float = 0.5  # w of Eq. 6, w_i = 2^(i-N) w: 0.5 gives the paper's 1/16, 1/8, 1/4, 1
-    proj_hidden: Optional[int] = None  # None: the base method's (BYOL 4096, SimSiam 2048)
-    proj_layers: Optional[int] = None  # Linear layers of the projector; None: the base method's (BYOL 2, SimSiam 3)
-    proj_out: Optional[int] = None  # None: BYOL 256, SimSiam 2048
-    pred_hidden: Optional[int] = None  # None: BYOL 4096, SimSiam 512
+    proj_hidden: Optional[int] = None  # projector hidden width; None: the base method's (train/model.py)
+    proj_layers: Optional[int] = None  # Linear layers of the projector; None: the base method's
+    proj_out: Optional[int] = None  # projection width; None: the base method's
+    pred_hidden: Optional[int] = None  # predictor hidden width; None: the base method's
     dense_hidden: int = 512  # D levels: hidden width of the 1x1-conv heads
     dense_out: int = 128  # D levels: their output width
     dense_block_elements: int = 1 << 26  # similarity elements computed at once by the dense alignment
-    views: Dict[str, int] = field(default_factory=lambda: {"global": 2})  # global / local / cutout counts
-    task_weights: Optional[Dict[str, float]] = None  # None: MULAN's published weights (BYOL 1 each, SimSiam 1/3)
+    views: Dict[str, int] = field(default_factory=lambda: {"global": 2})  # global / local / cutout counts; a zoo
+    #                                                                          model: its method's
+    task_weights: Optional[Dict[str, float]] = None  # per view type; None: the base method's (MULAN's published)
     per_view_predictor: bool = True  # multi-task: one predictor per view type (MULAN); False shares one
     tau: float = 0.996  # BYOL: EMA rate, from tau to tau_end by a cosine over training
     tau_end: float = 1.0  # the EMA rate at the end (tau_end = tau: constant, as lightly's CIFAR-10 benchmark)
@@ -142,11 +150,18 @@ class Config:
 
 def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
     """A Config from a recipe YAML (or the defaults) with ``key=value`` overrides (dotted keys, YAML values)."""
-    raw: Dict[str, Any] = {}
-    if path:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: a recipe is a mapping of keys to values")
+    raw = read_recipe(path, overrides)
+    _method_of_model(raw)
+    return check(_build(Config, raw, ""))
+
+
+BASE_KEY = "_base_"
+
+
+def read_recipe(path: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> Dict[str, Any]:
+    """The keys a recipe sets, its bases' included, with ``key=value`` overrides over them, as nested dicts: what
+    ``load_config`` builds a Config from, without the defaults. Plain YAML (no torch): examples/gpu reads it."""
+    raw = _resolve(Path(path), ()) if path else {}
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
@@ -159,7 +174,54 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Co
                 raise ValueError(f"override '{item}': '{part}' is not a section")
         # key= sets the empty string; "- - - G" (the ladder's level notation) is text, not a YAML block list
         node[leaf] = yaml.safe_load(value) if value.strip() and not value.lstrip().startswith("- ") else value.strip()
-    return check(_build(Config, raw, ""))
+    return raw
+
+
+def _resolve(path: Path, chain: Tuple[Path, ...]) -> Dict[str, Any]:
+    """``path``'s keys over its ``_base_`` files' (``chain``: the files that named it, to find a cycle)."""
+    path = path.resolve()
+    if path in chain:
+        cycle = " -> ".join(p.name for p in (*chain[chain.index(path):], path))
+        raise ValueError(f"{chain[0]}: its {BASE_KEY} files name each other in a cycle ({cycle}); break it")
+    if not path.is_file() and chain:
+        raise FileNotFoundError(f"{chain[-1]}: its {BASE_KEY} {path.name} is no file ({path}); name a base relative to "
+                                "the recipe's own folder")
+    if not path.is_file():
+        raise FileNotFoundError(f"recipe {path}: no such file (train/configs/ holds the zoo's recipes)")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a recipe is a mapping of keys to values")
+    bases = raw.pop(BASE_KEY, [])
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ValueError(f"{path}: {BASE_KEY} takes a file name or a list of them, e.g. {BASE_KEY}: base/cifar10.yaml")
+    merged: Dict[str, Any] = {}
+    for base in bases:
+        merged = _merge(merged, _resolve(path.parent / base, (*chain, path)), Config)
+    return _merge(merged, raw, Config)
+
+
+def _merge(base: Dict[str, Any], over: Dict[str, Any], cls: type) -> Dict[str, Any]:
+    """``over`` on ``base``: a section of ``cls`` (a dataclass field) merges key by key, any other value replaces."""
+    hints = typing.get_type_hints(cls)
+    merged = dict(base)
+    for key, value in over.items():
+        section = hints.get(key)
+        if dataclasses.is_dataclass(section) and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            value = _merge(merged[key], value, section)
+        merged[key] = value
+    return merged
+
+
+def _method_of_model(raw: Dict[str, Any]) -> None:
+    """A zoo model trains its method (``ladder_zoo.models.METHODS``): its base, levels and views, unless set."""
+    from ladder_zoo.models import METHODS, MODELS
+
+    model, section = raw.get("model", Config.model), raw.setdefault("method", {})
+    if model in MODELS and isinstance(section, dict):
+        method = METHODS[MODELS[model].method]
+        for key, value in (("base", method.base), ("levels", method.levels), ("views", dict(method.views))):
+            section.setdefault(key, value)
 
 
 def config_from_dict(raw: Dict[str, Any]) -> Config:
@@ -380,7 +442,7 @@ def _field_comments(cls: type) -> Dict[str, str]:
 
 
 __all__ = ["AugmentConfig", "Config", "DataConfig", "MethodConfig", "OptimConfig", "check", "check_paths", "config_from_dict", "load_config",
-           "to_dict"]
+           "read_recipe", "to_dict"]
 
 
 if __name__ == "__main__":  # python -m train.config: the config reference of docs/training.md

@@ -31,7 +31,7 @@ from ladder_zoo.publish import HUB_MAX_SHARD_SIZE, register_release, with_evalua
 from ladder_zoo.weights import config_name
 
 from .checkpoint import SSLCheckpoint, load_ssl_checkpoint
-from .config import recipe_file
+from .config import load_config, recipe_file
 
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
 TAG = re.compile(r"[A-Za-z0-9_-]+")
@@ -48,7 +48,7 @@ def check_release(ckpt: SSLCheckpoint, checkpoint: Path, out: Path) -> None:
     recipe = f"{arch}_{tag}"
     total = ckpt.config["epochs"] * (ckpt.data or {}).get("steps_per_epoch", 0)
     path = recipe_file(recipe)
-    planned = yaml.safe_load(path.read_text())["epochs"] if path.is_file() else ckpt.config["epochs"]
+    planned = load_config(str(path)).epochs if path.is_file() else ckpt.config["epochs"]
     shortened = ckpt.config["epochs"] != planned
     if ckpt.config["name"] != recipe or ckpt.step < total or shortened:
         epochs = f" ({ckpt.config['epochs']} epochs, the recipe's {planned})" if shortened else ""

@@ -1,15 +1,16 @@
 """Projection and prediction heads, one class per role (as lightly's ``heads.py``): MLPs on pooled features, and
 their 1x1-conv twins on feature maps (dense levels).
 
-Each is an ``nn.Sequential`` of (Linear, BN, ReLU) blocks and a last Linear, sized from the level it sits on (its
-input width is that level's channel count in ``feature_info``), never hard-coded:
+Each is an ``nn.Sequential`` of (Linear, BN, ReLU) blocks and a last Linear; its input width is the channel count
+of the level it sits on (``feature_info``), its other sizes the base method's (``model.py``: ``BYOL.head_sizes``,
+``SimSiam.head_sizes``) unless ``method.*`` sets them:
 
-    BYOLProjectionHead     d -> 4096 -> 256            (Linear BN ReLU Linear; MULAN's ViT runs: 3 layers)
-    BYOLPredictionHead     256 -> 4096 -> 256
-    SimSiamProjectionHead  d -> 2048 -> 2048 -> 2048   (BN after every layer, the last one without affine)
-    SimSiamPredictionHead  2048 -> 512 -> 2048         (a bottleneck)
-    DenseProjectionHead    C -> 512 -> 128             (1x1 convolutions and BatchNorm2d at every position)
-    DensePredictionHead    128 -> 512 -> 128
+    BYOLProjectionHead     d -> hidden -> out               (Linear BN ReLU Linear; more layers: more hidden blocks)
+    BYOLPredictionHead     out -> hidden -> out
+    SimSiamProjectionHead  d -> hidden -> hidden -> out     (BN after every layer, the last one without affine)
+    SimSiamPredictionHead  out -> hidden -> out             (a bottleneck: hidden < out)
+    DenseProjectionHead    C -> hidden -> out               (1x1 convolutions and BatchNorm2d at every position)
+    DensePredictionHead    out -> hidden -> out
 """
 from typing import List, Sequence
 
@@ -31,30 +32,30 @@ def mlp(dims: Sequence[int], last_bn: bool = False, conv: bool = False) -> List[
 
 
 class BYOLProjectionHead(nn.Sequential):
-    def __init__(self, in_dim: int, hidden: int = 4096, out: int = 256, layers: int = 2):
+    def __init__(self, in_dim: int, hidden: int, out: int, layers: int):
         super().__init__(*mlp([in_dim, *[hidden] * (layers - 1), out]))
 
 
 class BYOLPredictionHead(nn.Sequential):
-    def __init__(self, dim: int = 256, hidden: int = 4096):
+    def __init__(self, dim: int, hidden: int):
         super().__init__(*mlp([dim, hidden, dim]))
 
 
 class SimSiamProjectionHead(nn.Sequential):
-    def __init__(self, in_dim: int, hidden: int = 2048, out: int = 2048, layers: int = 3):
+    def __init__(self, in_dim: int, hidden: int, out: int, layers: int):
         super().__init__(*mlp([in_dim, *[hidden] * (layers - 1), out], last_bn=True))
 
 
 class SimSiamPredictionHead(nn.Sequential):
-    def __init__(self, dim: int = 2048, hidden: int = 512):
+    def __init__(self, dim: int, hidden: int):
         super().__init__(*mlp([dim, hidden, dim]))
 
 
 class DenseProjectionHead(nn.Sequential):
-    def __init__(self, in_channels: int, hidden: int = 512, out: int = 128):
+    def __init__(self, in_channels: int, hidden: int, out: int):
         super().__init__(*mlp([in_channels, hidden, out], conv=True))
 
 
 class DensePredictionHead(nn.Sequential):
-    def __init__(self, dim: int = 128, hidden: int = 512):
+    def __init__(self, dim: int, hidden: int):
         super().__init__(*mlp([dim, hidden, dim], conv=True))

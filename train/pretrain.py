@@ -173,9 +173,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.pretrain", description=__doc__.split("\n")[0])
     parser.add_argument("--config", help="recipe YAML (train/configs/*.yaml); defaults without")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. optim.lr=0.5 epochs=1 data.path=...")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the recipe resolved (its _base_ files, defaults and overrides) and exit")
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
+        if args.print_config:
+            print(yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None), end="")
+            return 0
         check_paths(cfg)
     except (ValueError, FileNotFoundError) as e:
         parser.error(str(e))

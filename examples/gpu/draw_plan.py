@@ -26,6 +26,9 @@ from typing import Dict, List, Optional
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from train.config import Config, read_recipe  # noqa: E402  (the checkout's; plain YAML, no torch)
+
 PART_SIZE = 15 * 2**20  # bytes per returned part
 MAX_FILES, MAX_TOTAL = 8, 64 * 2**20  # what comes back from $OUT
 RETURNED_BESIDE_PARTS = ("summary.txt", "speed.json")  # the provisional record, then the final one
@@ -195,13 +198,12 @@ def load_queue(path: Path, setting: Setting, queued_only: bool = True) -> List[E
     for i, item in enumerate(yaml.safe_load(path.read_text()) or []):
         if queued_only and str(item.get("status", "")).strip() != "queued":
             continue
-        recipe = yaml.safe_load((ROOT / item["recipe"]).read_text())
-        values = {**recipe, **{k: yaml.safe_load(v) for k, _, v in (o.partition("=") for o in setting.overrides)}}
-        name, model = recipe["name"], recipe["model"]
+        values = read_recipe(ROOT / item["recipe"], setting.overrides)  # its _base_ files included
+        name, model = values["name"], values["model"]
         if not name.startswith(model + "_"):
             raise ValueError(f"{item['recipe']}: its name {name} is not <model>_<tag>")
         entries.append(Entry(i, item["recipe"], int(item.get("seed", 0)), name, model, name[len(model) + 1:],
-                             int(values["epochs"]), int(values["batch_size"])))
+                             int(values.get("epochs", Config.epochs)), int(values.get("batch_size", Config.batch_size))))
     return entries
 
 

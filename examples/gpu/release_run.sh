@@ -16,10 +16,10 @@
 set -euo pipefail
 recipe=$1; shift
 name=$(basename "$recipe" .yaml)
-arch=$(python -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['model'])" "$recipe")
-tag=${name#"${arch}_"}
+model=$(python -c "import sys; from train.config import read_recipe; print(read_recipe(sys.argv[1])['model'])" "$recipe")
+tag=${name#"${model}_"}
 run=runs/$name
-release=hub/ladder-zoo/$arch.$tag
+release=hub/ladder-zoo/$model.$tag
 data=data/cifar10-jpeg.tar.gz
 for kv in "$@"; do case $kv in data.path=*) data=${kv#data.path=};; esac; done
 lock=(); command -v flock >/dev/null && lock=(flock "${TMPDIR:-/tmp}/ladder_zoo_releases.lock")
@@ -27,7 +27,7 @@ stage() { stage=$1; echo "[$(date -u +%T)] $name: $stage"; }
 trap 'rc=$?; echo "[$(date -u +%T)] $name: FAILED (exit $rc) in $stage"' ERR
 
 register=(--register)
-if [ "${REGISTER:-1}" = 0 ]; then register=(); release=$run/export/$arch.$tag; fi
+if [ "${REGISTER:-1}" = 0 ]; then register=(); release=$run/export/$model.$tag; fi
 
 stage pretrain
 python -m train.pretrain --config "$recipe" progress=false "$@"
@@ -37,5 +37,5 @@ stage eval
 rm -rf "$run/eval"
 python -m train.eval "$run/last.pt" --data "$data" --out "$run/eval" --workers 8 ${EVAL_ARGS:-}
 stage "add the evaluation to the release"
-"${lock[@]}" python -m train.export "$release" --eval "$(ls "$run"/eval/"$arch"@*.json)" "${register[@]}"
+"${lock[@]}" python -m train.export "$release" --eval "$(ls "$run"/eval/"$model"@*.json)" "${register[@]}"
 stage done

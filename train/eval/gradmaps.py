@@ -35,13 +35,13 @@ def gradient_maps(ckpt: SSLCheckpoint, images: torch.Tensor, device: torch.devic
         images = images.to(device)
         views = [augment_view(images, s, cfg.data, Draw(torch.Generator(device).manual_seed(seed + v), len(images),
                                                          slice(None))) for v, s in enumerate(specs)]
-        losses, _ = model.level_losses({"global": views})
+        out = model({"global": views})
     finally:
         hook.remove()
     low_level = level_names(model.backbone.feature_info)[1]
     maps = {}
-    for level, loss in losses.items():
-        if level != low_level:  # L_low's pooling gives z_low a spatially uniform gradient
-            (grad,) = torch.autograd.grad(loss, captured[0], retain_graph=True)
-            maps[level] = grad.abs().sum(1).detach().cpu()
+    for level in model.levels:
+        if level.name != low_level:  # L_low's pooling gives z_low a spatially uniform gradient
+            (grad,) = torch.autograd.grad(out[f"loss/{level.name}"], captured[0], retain_graph=True)
+            maps[level.name] = grad.abs().sum(1).detach().cpu()
     return maps
