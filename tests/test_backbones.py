@@ -18,8 +18,8 @@ from train.model import LadderSiamese, build_backbone
 from train.levels import ladder_levels, ladder_weights, parse_levels
 from train.optim import build_optimizer, param_groups, set_weight_decay
 from train.schedules import weight_decay
-from train.step import Update
-from train.pretrain import train, train_step
+from train.step import Update, train_step
+from train.pretrain import train
 from ladder_zoo.models import ARCHS, MODELS
 from train.checkpoint import load_ssl_checkpoint
 

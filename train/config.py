@@ -131,7 +131,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self) -> None:
-        from .step import compile_mode  # the modes live with the compiled step
+        from .compile_modes import compile_mode
 
         self.compile = compile_mode(self.compile)
 
