@@ -4,14 +4,14 @@ import json
 import pytest
 import torch
 
-from test_train_runs import TINY
+from helpers import TINY_RUN
 from train.config import config_from_dict, load_config, to_dict
 from train.pretrain import train
 from train.runlog import RunLog
 
 # 16 px crops of the 40-image sample, batch 8, float32 (bf16 autocast is emulated, slowly, on CPUs), the augmentation
 # eager (the JPEG files' path; tests/test_train_data.py traces the in-memory one), timm's resnet10t
-SMALL = [*TINY, "model=resnet10t", "data.in_memory=false", "epochs=4", "checkpoint_every=20"]
+SMALL = [*TINY_RUN, "model=resnet10t", "data.in_memory=false", "epochs=4", "checkpoint_every=20"]
 
 
 def losses(run_dir):
@@ -42,9 +42,10 @@ def test_reduce_overhead_step_matches_eager_and_keeps_the_cuda_graph_rules(tmp_p
     each step marks its begin once; no step writes a tensor an earlier step's graphs made (the gradients are new
     every step); the optimizer state, made before the first step at fixed addresses, is updated, never replaced."""
     from train import pretrain
+    from train.step import Step
 
     graphs, marks, built, earlier = [], [], {}, EarlierOutputs()
-    step, accumulate, build_step = RunLog.step, RunLog.accumulate, pretrain.build_step
+    step, accumulate = RunLog.step, RunLog.accumulate
 
     def counting(self):
         graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
@@ -54,17 +55,18 @@ def test_reduce_overhead_step_matches_eager_and_keeps_the_cuda_graph_rules(tmp_p
         earlier.after_step(out, built["model"])
         accumulate(self, out)
 
-    def building(net, model, optimizer, *args, **kwargs):
-        built.update(model=model, optimizer=optimizer, state={id(p): (s["momentum_buffer"], s[
-            "momentum_buffer"].data_ptr()) for p, s in optimizer.state.items()})
-        built["step"] = build_step(net, model, optimizer, *args, **kwargs)
-        return built["step"]
+    class Built(Step):
+        def __init__(self, cfg, net, model, optimizer, *args):
+            built.update(model=model, optimizer=optimizer, state={id(p): (s["momentum_buffer"], s[
+                "momentum_buffer"].data_ptr()) for p, s in optimizer.state.items()})
+            super().__init__(cfg, net, model, optimizer, *args)
+            built["step"] = self
 
     eager = losses(train(load_config(None, [*SMALL, f"out_dir={tmp_path / 'eager'}"])))
     torch._dynamo.reset()
     monkeypatch.setattr(RunLog, "step", counting)
     monkeypatch.setattr(RunLog, "accumulate", watching)
-    monkeypatch.setattr(pretrain, "build_step", building)
+    monkeypatch.setattr(pretrain, "Step", Built)
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
     monkeypatch.setattr("train.step.compile_options", lambda mode: {"backend": "aot_eager"})
     compiled_dir = train(load_config(None, [*SMALL, "compile=reduce-overhead", f"out_dir={tmp_path / 'compiled'}"]))
@@ -75,7 +77,7 @@ def test_reduce_overhead_step_matches_eager_and_keeps_the_cuda_graph_rules(tmp_p
     assert graphs[0] >= 2  # dynamo graphs: forward (its backward by AOTAutograd), update
     assert graphs[1] == graphs[-1], f"recompiled after step 2: graphs per step {graphs}"
     assert len(marks) == 20 and earlier.steps == 20 and earlier.written == [], earlier.written[:3]
-    optimizer, update = built["optimizer"], built["step"][1]
+    optimizer, update = built["optimizer"], built["step"].update
     state = {id(p): (s["momentum_buffer"], s["momentum_buffer"].data_ptr()) for p, s in optimizer.state.items()}
     assert state == built["state"] and all(b.abs().sum() > 0 for b, _ in state.values())  # the same, updated
     assert all(t._dynamo_static_input_type for t in [update.tau, *(g["lr"] for g in optimizer.param_groups),
