@@ -24,6 +24,8 @@ TINY_RUN = [
     "optim.clip_lars_lr=true", "optim.warmup_epochs=1", "optim.weight_decay=1e-5", "method.tau=0.99", "amp=none",
     "channels_last=false", "device=cpu", "progress=false", "tensorboard=false", "log_every=1",
 ]
+TINY_EPOCH_STEPS = 5  # the sample's 40 train images in TINY_RUN's batches of 8
+TINY_STEPS = 2 * TINY_EPOCH_STEPS  # TINY_RUN's 2 epochs
 # the tiny run on timm's resnet10t (a fraction of the CIFAR ResNet's work, 60 MB checkpoints), 6 of its 10 steps
 FAST_STEPS = 6
 FAST_RUN = [*TINY_RUN, "model=resnet10t", f"max_steps={FAST_STEPS}"]

@@ -107,7 +107,7 @@ def test_installed_package_loads_the_release_from_the_hub(installed, tmp_path):
     assert got["weights"] == released_weights()  # the released ones (the loader checks their sha256 too)
 
 
-def test_installed_package_reads_a_checkout_hub_only_where_the_setting_names_it(installed, tmp_path):
+def test_installed_package_reads_only_the_hub_folder_its_setting_names(installed, tmp_path):
     got = json.loads(run_installed(installed, LOAD, {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "cache"),
                                                      "HUB_DIR": str(ROOT / "hub")}))
     assert RELEASED in got["listed"]  # ladder-zoo list --pretrained: from the record inside the package

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import ladder_zoo
-from helpers import ROOT, SAMPLE, TINY_MODEL, TINY_RUN, flatten, run_main
+from helpers import ROOT, SAMPLE, TINY_MODEL, TINY_RUN, TINY_STEPS, flatten, run_main
 from train.checkpoint import load_ssl_checkpoint
 from train.config import load_config
 from train.pretrain import TrainingDiverged, train
@@ -51,13 +51,13 @@ def uninterrupted(tmp_path_factory):
 
 def test_run_logs_levels_and_collapse_monitor(uninterrupted):
     records = [json.loads(line) for line in (uninterrupted / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == list(range(1, 11))
+    assert [r["step"] for r in records] == list(range(1, TINY_STEPS + 1))
     last = records[-1]
     for level in ("res2", "res3", "res4", "res5"):
         assert f"loss/{level}" in last and 0 < last[f"std/{level}"] < 1
     assert records[-1]["loss"] < records[0]["loss"]
     ckpt = load_ssl_checkpoint(uninterrupted / "last.pt")
-    assert ckpt.step == 10 and ckpt.data["epoch"] == 2 and ckpt.optimizer["state"]
+    assert ckpt.step == TINY_STEPS and ckpt.data["epoch"] == 2 and ckpt.optimizer["state"]
     assert {"backbone.conv1.weight", "target_backbone.conv1.weight", "predictors.res2.global.0.weight"} <= set(ckpt.model)
 
 
@@ -70,16 +70,16 @@ def test_kill_and_resume_ends_with_the_same_weights(uninterrupted, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     step = torch.load(run_dir / "last.pt", weights_only=True)["step"]
-    assert step < 10, "the run was to be killed before its end"
+    assert step < TINY_STEPS, "the run was to be killed before its end"
     pretrain(run_dir, "checkpoint_every=3")  # resume=auto
     resumed, whole = weights(run_dir), weights(uninterrupted)
-    assert resumed["step"] == 10
+    assert resumed["step"] == TINY_STEPS
     for key in ("model", "optimizer"):
         flat_a, flat_b = flatten(resumed[key]), flatten(whole[key])
         assert flat_a.keys() == flat_b.keys()
         assert all(torch.equal(flat_a[k], flat_b[k]) for k in flat_a), key
     log_steps = [json.loads(line)["step"] for line in (run_dir / "log.jsonl").read_text().splitlines()]
-    assert log_steps[-10 + step:] == list(range(step + 1, 11))
+    assert log_steps[step - TINY_STEPS:] == list(range(step + 1, TINY_STEPS + 1))
 
 
 def test_resume_refuses_another_recipe(uninterrupted, tmp_path, capsys):
@@ -92,7 +92,7 @@ def test_resume_refuses_another_recipe(uninterrupted, tmp_path, capsys):
     assert result.stderr.splitlines()[-1].startswith("train.pretrain: error: ") and "optim.lr: 1.0 -> 0.5" in result.stderr
 
 
-def test_export_round_trip(uninterrupted, tmp_path, monkeypatch, capsys):
+def test_export_loads_back_as_the_trained_backbone(uninterrupted, tmp_path, monkeypatch, capsys):
     out = tmp_path / "hub" / "ladder-zoo" / f"{TINY_MODEL}.cifar10_200ep"
     result = export_cli([str(uninterrupted / "last.pt"), "--out", str(out), "--dtype", "fp32"], capsys)
     assert result.returncode == 0, result.stderr
@@ -102,9 +102,9 @@ def test_export_round_trip(uninterrupted, tmp_path, monkeypatch, capsys):
         "config.json", "README.md", "model.safetensors.index.json", *shards}
     assert all(p.stat().st_size < 25_000_000 for p in out.iterdir())
     card = (out / "README.md").read_text()
-    assert "exported after step 10" in card and "levels `G G G G`" in card
+    assert f"exported after step {TINY_STEPS}" in card and "levels `G G G G`" in card
     config = json.loads((out / "config.json").read_text())
-    assert config["architecture"] == TINY_MODEL and config["ladder_zoo"]["step"] == 10
+    assert config["architecture"] == TINY_MODEL and config["ladder_zoo"]["step"] == TINY_STEPS
 
     monkeypatch.setenv("LADDER_ZOO_HUB_DIR", str(tmp_path / "hub"))
     exported = ladder_zoo.create_model(f"{TINY_MODEL}.cifar10_200ep", pretrained=True, features_only=True).eval()
@@ -167,7 +167,7 @@ def test_every_cifar_recipe_trains(recipe, tmp_path):
     assert [r["step"] for r in records] == [1, 2] and all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
 
 
-def test_imagenet_recipe_with_the_file_pipeline_bf16_channels_last_tensorboard(tmp_path):
+def test_imagenet_recipe_trains_on_jpeg_files_in_bf16_channels_last(tmp_path):
     """An R50 ImageNet recipe at 32 px on JPEG files: the GPU pipeline's file path (decode per batch), bf16
     autocast, channels_last and TensorBoard, on the CPU; then the CPU pipeline with two DataLoader workers."""
     recipe = str(ROOT / "train" / "configs" / "ladder_densebyol_r50_in1k_200ep.yaml")
@@ -224,7 +224,7 @@ def test_register_release_records_every_file(tmp_path, monkeypatch):
     assert hub.is_published("ladder-zoo/x.y")
 
 
-def test_any_run_exports_under_any_tag_and_only_finished_recipe_runs_register(uninterrupted, tmp_path, capsys):
+def test_any_run_exports_but_only_finished_recipe_runs_register(uninterrupted, tmp_path, capsys):
     from ladder_zoo import hub
 
     before = hub.DEFAULT_RELEASES.read_bytes()
