@@ -33,7 +33,8 @@ def installed(tmp_path_factory):
     shutil.copytree(ROOT / "ladder_zoo", source / "ladder_zoo", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
-    for command in (["wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(work / "dist"), str(source)],
+    for command in (["wheel", "--no-deps", "--no-index", "--no-build-isolation", "--wheel-dir", str(work / "dist"),
+                     str(source)],
                     ["install", "--no-deps", "--no-index", "--target", str(work / "site"), "--find-links",
                      str(work / "dist"), "ladder-zoo"]):
         done = subprocess.run([*PIP, *command], capture_output=True, text=True, timeout=300, cwd=work)
@@ -44,42 +45,45 @@ def installed(tmp_path_factory):
     return work / "site"
 
 
-def run_installed(site, args, env):
-    """``args`` (the install's ``ladder-zoo`` command, or python code) in a fresh interpreter outside the checkout
-    that imports the installed package, with no HF_* / LADDER_ZOO_* setting but ``env``."""
-    base = {**environ_without_hub(), "PYTHONPATH": str(site), "HF_HUB_DISABLE_TELEMETRY": "1", **env}
-    command = [str(site / "bin" / args[0]), *args[1:]] if isinstance(args, list) else [
-        sys.executable, "-c", textwrap.dedent(args)]
-    done = subprocess.run(command, env=base, cwd=site.parent, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
-
-
-# python code for run_installed: what the installed package says of itself, `ladder-zoo list --pretrained`, and the
-# released tag's weights (the sum of every tensor) or why there are none; then the same with LADDER_ZOO_HUB_DIR set to
-# the folder named in HUB_DIR, if any
-LOAD = f"""
-    import contextlib, io, json, os
+# What the installed package says of itself, in a fresh interpreter outside the checkout: its `ladder-zoo list` and
+# `info`; the released tag's weights (the sum of every tensor) from the Hub at HF_ENDPOINT; its local Hub roots with
+# LADDER_ZOO_HUB_DIR unset, then set to HUB_DIR, and where the tag's weights are found then (a fresh Hub cache).
+REPORT = f"""
+    import contextlib, io, json, os, sys
     import ladder_zoo
     from ladder_zoo import cli, hub
 
-    def weights():
-        try:
-            model = ladder_zoo.create_model("{RELEASED}", pretrained=True)
-        except ladder_zoo.WeightsNotFoundError as e:
-            return str(e)
+    def printed(*argv):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            cli.main(list(argv))
+        return out.getvalue()
+
+    def weights(**kwargs):
+        model = ladder_zoo.create_model("{RELEASED}", pretrained=True, **kwargs)
         return float(sum(t.double().sum() for t in model.state_dict().values()))
 
-    listed = io.StringIO()
-    with contextlib.redirect_stdout(listed):
-        cli.main(["list", "--pretrained"])
-    out = {{"package": ladder_zoo.__file__, "checkout": hub.source_checkout(), "listed": listed.getvalue().split(),
-            "weights": weights()}}
-    if os.environ.get("HUB_DIR"):
-        os.environ["LADDER_ZOO_HUB_DIR"] = os.environ["HUB_DIR"]
-        out["named"] = weights()
-    print(json.dumps(out))
+    report = {{"package": ladder_zoo.__file__, "checkout": hub.source_checkout(), "list": printed("list", "--pretrained"),
+              "info": printed("info", "{RELEASED}"), "hub_weights": weights(), "roots": list(map(str, hub.local_hub_roots()))}}
+    os.environ["LADDER_ZOO_HUB_DIR"] = os.environ["HUB_DIR"]
+    fresh = os.path.join(os.environ["HF_HUB_CACHE"], "..", "fresh-cache")
+    report["named"] = str(hub.resolve_weights("{NAME}", "{TAG}", cache_dir=fresh))
+    report["named_weights"] = weights(cache_dir=fresh)
+    print(json.dumps(report))
 """
+
+
+@pytest.fixture(scope="module")
+def report(installed):
+    """REPORT of the installed package, a Hub serving the release on 127.0.0.1; ``hub_requests``: the weights' GETs."""
+    env = {**environ_without_hub(), "PYTHONPATH": str(installed), "HF_HUB_CACHE": str(installed.parent / "hf-cache"),
+           "HF_HUB_DISABLE_TELEMETRY": "1", "HUB_DIR": str(ROOT / "hub")}
+    with LocalHub() as served:
+        served.commit(REPO, {p.name: p.read_bytes() for p in (ROOT / "hub" / REPO).iterdir()})
+        done = subprocess.run([sys.executable, "-c", textwrap.dedent(REPORT)], capture_output=True, text=True,
+                              env={**env, "HF_ENDPOINT": served.endpoint}, cwd=installed.parent, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return {**json.loads(done.stdout.splitlines()[-1]), "hub_requests": served.count("GET", "/lfs/")}
 
 
 def released_weights() -> float:
@@ -91,25 +95,24 @@ def test_a_source_checkout_is_found_by_its_pyproject():
     assert hub.source_checkout() == ROOT and hub.checkout_hub_dir() == ROOT / "hub"
 
 
-def test_installed_command_describes_the_release_from_its_own_record(installed):
-    info = run_installed(installed, ["ladder-zoo", "info", RELEASED], {"HF_HUB_OFFLINE": "1"})
+def test_the_installed_package_is_no_checkout(installed, report):
+    assert report["package"].startswith(str(installed)) and report["checkout"] is None
+    assert "from ladder_zoo.cli import main" in (installed / "bin" / "ladder-zoo").read_text()  # the command
+
+
+def test_installed_list_and_info_read_the_record_inside_the_package(report):
+    assert RELEASED in report["list"].split()
+    info = report["info"]
     assert "weights: released\n  no copy here" in info and f"recipe: train/configs/{NAME}_{TAG}.yaml" in info
     assert "evaluation: CIFAR-10 test split" in info
 
 
-def test_installed_package_loads_the_release_from_the_hub(installed, tmp_path):
-    with LocalHub() as served:
-        served.commit(REPO, {p.name: p.read_bytes() for p in (ROOT / "hub" / REPO).iterdir()})
-        got = json.loads(run_installed(installed, LOAD, {"HF_ENDPOINT": served.endpoint,
-                                                         "HF_HUB_CACHE": str(tmp_path / "cache")}))
-        assert served.count("GET", "/lfs/") == 1  # the weights came from the served Hub
-    assert got["package"].startswith(str(installed)) and got["checkout"] is None
-    assert got["weights"] == released_weights()  # the released ones (the loader checks their sha256 too)
+def test_installed_package_loads_the_release_from_the_hub(report):
+    assert report["hub_requests"] == 1  # not from the hub/ folder beside the package
+    assert report["hub_weights"] == released_weights()  # the released ones (the loader checks their sha256 too)
 
 
-def test_installed_package_reads_only_the_hub_folder_its_setting_names(installed, tmp_path):
-    got = json.loads(run_installed(installed, LOAD, {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "cache"),
-                                                     "HUB_DIR": str(ROOT / "hub")}))
-    assert RELEASED in got["listed"]  # ladder-zoo list --pretrained: from the record inside the package
-    assert "Local Hub folders searched: none (set LADDER_ZOO_HUB_DIR)" in got["weights"]
-    assert got["named"] == released_weights()
+def test_installed_package_reads_only_the_hub_folder_its_setting_names(report):
+    assert report["roots"] == []
+    assert report["named"].startswith(str(ROOT / "hub" / REPO))
+    assert report["named_weights"] == released_weights()
