@@ -283,14 +283,6 @@ def tiny(tmp_path, *overrides):
     return load_config(None, [*FAST_RUN, f"out_dir={tmp_path}", *overrides])
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the subprocess runs (OMP_NUM_THREADS=1): bit-equal results
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_corrupt_last_checkpoint_falls_back_on_the_previous_one(one_process, tmp_path, one_thread):
     train(tiny(tmp_path, "checkpoint_every=2", "max_steps=4"))
     assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["last.pt", "step-0000002.pt"]

@@ -36,7 +36,7 @@ class EarlierOutputs:
         self.steps += 1
 
 
-def test_reduce_overhead_step_matches_eager_and_keeps_the_cuda_graph_rules(tmp_path, monkeypatch):
+def test_reduce_overhead_step_matches_eager_and_keeps_the_cuda_graph_rules(tmp_path, monkeypatch, one_thread):
     """20 steps of a Ladder-BYOL with compile=reduce-overhead's graphs (forward and backward, optimizer step + EMA)
     traced by Dynamo and AOTAutograd as on a GPU (the CUDA graphs themselves need one; Inductor's code generation,
     minutes per graph on two cores, is the next test's): the logged losses follow the eager run's; no step after
