@@ -6,7 +6,12 @@
     [64, 256, 512, 1024, 2048]
 
 Importing the package registers every zoo name with timm, so ``timm.create_model(name)`` works as well.
-The layers import one way: errors -> layouts, weights -> hub -> models -> factory -> cli, publish, integrations.
+Its modules import one way, each from those before it only:
+
+    version, errors, device, image_files -> layouts -> weights -> hub -> models -> factory -> publish, integrations
+    -> cli
+
+``train/`` (a source checkout's, never installed) imports from the package, never the reverse.
 """
 from .errors import UnknownModelError, WeightsError, WeightsIntegrityError, WeightsMismatchError, WeightsNotFoundError
 from .factory import create_model, list_models, list_pretrained

@@ -26,6 +26,7 @@ from . import hub, models
 from .device import resolve_device
 from .errors import UnknownModelError, WeightsError, WeightsNotFoundError, phrased_for
 from .factory import create_model, list_models, list_pretrained
+from .image_files import IMAGE_SUFFIXES
 from .integrations._common import integrations
 from .layouts import layout_names
 from .weights import WEIGHTS_NAME
@@ -207,16 +208,16 @@ def _print_levels(model: torch.nn.Module, figures: Dict[str, Dict[str, float]]) 
     _print_table(rows, indent=2)
 
 
-def _weights_status(arch: str, tag: str) -> List[str]:
-    """Whether ``arch.tag`` is released (by this project, or by others), then where its copies are: one line each."""
-    external = models.EXTERNAL.get(f"{arch}.{tag}")
+def _weights_status(name: str, tag: str) -> List[str]:
+    """Whether ``name.tag`` is released (by this project, or by others), then where its copies are: one line each."""
+    external = models.EXTERNAL.get(f"{name}.{tag}")
     if external:
         cached = hub.url_cache_path(external.url)
         return [f"released by {external.source} under {external.license}, not trained by ladder-zoo", external.url,
                 f"published: {external.published}",
                 f"reported: {external.accuracy:.1f} % top-1, {external.protocol}", f"sha256: {external.checksum}",
                 ("in the torch.hub cache: " if cached.is_file() else "not downloaded yet; its cache: ") + str(cached)]
-    repo = hub.repo_id(arch, tag)
+    repo = hub.repo_id(name, tag)
     where = [str(root / repo) for root in hub.local_hub_roots() if (root / repo).is_dir()]
     release = hub.releases().get(repo)
     if release is not None:
@@ -259,9 +260,6 @@ def releases_markdown() -> str:
             lines.append(f"| `{full}` | {size} px | ladder-zoo | Apache-2.0 | {knn} | {linear} | {arch.dataset} test "
                          f"split, measured by this project | [{recipe}]({recipe}) |")
     return "\n".join(lines) + "\n"
-
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
 
 def _image_paths(inputs: Sequence[Path]) -> List[Path]:

@@ -26,10 +26,11 @@ Configuration (read when weights are resolved or released tags listed; the relea
 timm's registry, which timm builds then):
 
 - ``LADDER_ZOO_RELEASES``: the release record, a JSON file ``{repo_id: {"files": {name: sha256}, "revision":
-  commit or null, "evaluation": {...}}}``. Default: ``releases.json`` of this package (in a source checkout, the
-  tracked file that ``train.export --register`` writes).
-- ``LADDER_ZOO_HUB_DIR``: the local Hub roots, ``os.pathsep``-separated (set but empty: none). Default: the
-  ``hub/`` folder beside the package, where a source checkout keeps the weights this project trains.
+  commit or null, "evaluation": {...}}}``. Default: ``releases.json`` of this package, which every install carries
+  (in a source checkout, the tracked file that ``train.export --register`` writes).
+- ``LADDER_ZOO_HUB_DIR``: the local Hub roots, ``os.pathsep``-separated (set but empty: none). Default: in a
+  source checkout (``source_checkout``: the package imported from a clone, ``pip install -e .`` or ``PYTHONPATH``),
+  its ``hub/`` folder, where this project keeps the weights it trains; for an installed package, none.
 
 A published tag's files carry the recorded sha256; every load checks it, wherever the file came from. A tag
 with no copy anywhere raises ``WeightsNotFoundError`` naming the ``train/`` recipe that produces it:
@@ -37,9 +38,11 @@ with no copy anywhere raises ``WeightsNotFoundError`` naming the ``train/`` reci
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -60,7 +63,23 @@ HUB_ORG = "ladder-zoo"
 RELEASES_ENV = "LADDER_ZOO_RELEASES"
 HUB_DIR_ENV = "LADDER_ZOO_HUB_DIR"
 DEFAULT_RELEASES = Path(__file__).resolve().parent / "releases.json"
-DEFAULT_HUB_DIR = Path(__file__).resolve().parent.parent / "hub"
+
+
+@functools.lru_cache(maxsize=None)
+def source_checkout() -> Optional[Path]:
+    """The ladder-zoo source checkout this package is imported from (an editable install, or ``PYTHONPATH`` at a
+    clone): the folder above the package whose ``pyproject.toml`` is ladder-zoo's. None for an installed package."""
+    root = Path(__file__).resolve().parent.parent
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file() and re.search(r'^name\s*=\s*"ladder-zoo"', pyproject.read_text(), re.MULTILINE):
+        return root
+    return None
+
+
+def checkout_hub_dir() -> Optional[Path]:
+    """A source checkout's ``hub/``: the weights this project trained, in Hub layout (each file under 25 MB)."""
+    checkout = source_checkout()
+    return checkout / "hub" if checkout is not None else None
 
 
 def releases_file() -> Path:
@@ -85,11 +104,12 @@ def is_published(repo: str) -> bool:
 
 
 def local_hub_roots() -> List[Path]:
-    """Folders searched for ``<repo_id>/`` copies: the ``$LADDER_ZOO_HUB_DIR`` entries, default ``hub/`` beside
-    the package (a source checkout's)."""
+    """Folders searched for ``<repo_id>/`` copies: the ``$LADDER_ZOO_HUB_DIR`` entries; unset, a source checkout's
+    ``hub/`` (an installed package has none)."""
     configured = os.environ.get(HUB_DIR_ENV)
     if configured is None:
-        return [DEFAULT_HUB_DIR] if DEFAULT_HUB_DIR.is_dir() else []
+        folder = checkout_hub_dir()
+        return [folder] if folder is not None and folder.is_dir() else []
     return [Path(p).expanduser() for p in configured.split(os.pathsep) if p]
 
 
@@ -327,8 +347,16 @@ def _split_revision(repo: str, revision: Optional[str]):
     return repo, revision or pinned or None
 
 
+def searched_folders() -> str:
+    """The local Hub roots, for an error message: where they come from when no setting names them."""
+    roots = ", ".join(map(str, local_hub_roots()))
+    if os.environ.get(HUB_DIR_ENV) is not None:
+        return roots or f"none ({HUB_DIR_ENV} is empty)"
+    return f"{roots} (this source checkout's)" if roots else f"none (set {HUB_DIR_ENV})"
+
+
 def unreachable_message(repo: str, revision: Optional[str]) -> str:
-    searched = ", ".join(map(str, local_hub_roots())) or f"none (set {HUB_DIR_ENV})"
+    searched = searched_folders()
     return (
         f"Could not reach the Hub at {hf_constants.ENDPOINT} for {repo}" + (f" @ {revision}" if revision else "")
         + f" and no copy is in the Hugging Face cache or a local Hub folder. Check the network or HF_ENDPOINT, "
@@ -343,7 +371,7 @@ def is_offline() -> bool:
 
 
 def _not_found_message(name: str, repo: str, hub_error: Optional[Exception], recipe: Optional[str]) -> str:
-    searched = ", ".join(map(str, local_hub_roots())) or f"none (set {HUB_DIR_ENV})"
+    searched = searched_folders()
     if not is_published(repo) and hub_error is None:
         produce = (f"Produce them with `torchrun ... -m train.pretrain --config {recipe}` then `python -m "
                    f"train.export CHECKPOINT --out hub/{repo}` (docs/training.md), or use" if recipe else "Use")

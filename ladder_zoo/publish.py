@@ -140,7 +140,8 @@ def import_checkpoint(checkpoint: Path, name: str, out: Path, weights: Optional[
     origin = (f"Imported by `ladder-zoo import` from `{checkpoint.name}` ({found.layout}, its {found.weights} "
               f"backbone; sha256 {hub.sha256_file(checkpoint)[:16]}...), not trained by ladder-zoo. Licence of the "
               f"weights: {licence}, as the importer states it.")
-    under_hub = hub.DEFAULT_HUB_DIR in out.resolve().parents
+    checkout_hub = hub.checkout_hub_dir()
+    under_hub = checkout_hub is not None and checkout_hub in out.resolve().parents
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:

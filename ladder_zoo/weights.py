@@ -26,8 +26,6 @@ from .errors import WeightsIntegrityError, WeightsNotFoundError
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
-BACKBONE_PREFIX = "backbone."  # a Siamese training model's backbone (train/, and most SSL trainers)
-TARGET_PREFIX = "target_backbone."  # its EMA target in train/'s checkpoints
 # Packages whose classes trainers pickle as metadata beside the weights, read as inert placeholders:
 # mmengine (message_hub's HistoryBuffer, whose statistics methods pickle as builtins' getattr(buffer, name)), numpy
 # (arrays in it; _codecs.encode carries their bytes in protocol 2), Lightning and omegaconf (hyper_parameters;

@@ -7,6 +7,7 @@ import json
 import os
 
 import pytest
+import torch
 
 from helpers import HUB_VARIABLES, SAMPLE, hub_variables, make_release
 from hub_server import LocalHub
@@ -57,6 +58,17 @@ def hub_env(monkeypatch, tmp_path):
     yield enter
     monkeypatch.undo()
     importlib.reload(constants)
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread, as a worker of the parallel run has it (and the tests' subprocesses, OMP_NUM_THREADS=1):
+    sums reduce in one order, so results that depend on it (bit-equal resumes, a compiled run's drift from eager)
+    do not change with the machine's cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

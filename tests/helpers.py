@@ -13,6 +13,38 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "tests" / "data" / "cifar10_sample"
+TINY_MODEL = "ladder_byol_r18_cifar"
+# train.pretrain's overrides for the tests' tiny run: the 40 train images of the sample, batch 8 (5 steps per epoch,
+# 10 in all), 16 px views (the sample is 32 px: a quarter of the work), float32 on the CPU, a log record every step
+TINY_RUN = [
+    f"model={TINY_MODEL}", "method.levels=G G G G", "method.proj_hidden=64", "method.proj_out=32",
+    "method.pred_hidden=64", f"data.path={SAMPLE}", "data.split=train", "data.image_size=16", "data.in_memory=true",
+    "data.workers=0", "data.mean=[0.4914, 0.4822, 0.4465]", "data.std=[0.247, 0.2435, 0.2616]",
+    "data.augment.blur_p=[0.0, 0.0]", "batch_size=8", "epochs=2", "optim.lr=1.0", "optim.eta=0.02",
+    "optim.clip_lars_lr=true", "optim.warmup_epochs=1", "optim.weight_decay=1e-5", "method.tau=0.99", "amp=none",
+    "channels_last=false", "device=cpu", "progress=false", "tensorboard=false", "log_every=1",
+]
+TINY_EPOCH_STEPS = 5  # the sample's 40 train images in TINY_RUN's batches of 8
+TINY_STEPS = 2 * TINY_EPOCH_STEPS  # TINY_RUN's 2 epochs
+# the tiny run on timm's resnet10t (a fraction of the CIFAR ResNet's work, 60 MB checkpoints), 6 of its 10 steps
+FAST_STEPS = 6
+FAST_RUN = [*TINY_RUN, "model=resnet10t", f"max_steps={FAST_STEPS}"]
+
+
+def flatten(tree, prefix: str = "") -> Dict[str, torch.Tensor]:
+    """A checkpoint's nested dicts and lists (model, optimizer state) as {dotted key: tensor}, numbers as tensors."""
+    out = {}
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+    elif isinstance(tree, (list, tuple)):
+        for i, v in enumerate(tree):
+            out.update(flatten(v, f"{prefix}{i}."))
+    elif isinstance(tree, torch.Tensor):
+        out[prefix[:-1]] = tree
+    else:
+        out[prefix[:-1]] = torch.tensor(tree) if isinstance(tree, (int, float, bool)) else torch.tensor(0)
+    return out
 
 
 def tiny_backbone(seed: int = 0) -> torch.nn.Module:

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_reliability import STEPS, finish, launch, records, standalone, state, wait_for, workers  # noqa: E402
+from helpers import FAST_STEPS  # noqa: E402
+from test_reliability import finish, launch, records, standalone, state, wait_for, workers  # noqa: E402
 
 PIPES = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
 
@@ -48,7 +49,7 @@ def main(out: Path) -> None:
     os.kill(ranks[1], signal.SIGKILL)
     reached, killed = records(run_dir)[-1]["step"], time.time()
     code, output = finish(proc)
-    resumed = [int(s) for s in re.findall(rf"steps (\d+)\.\.{STEPS} of", output)][-1]
+    resumed = [int(s) for s in re.findall(rf"steps (\d+)\.\.{FAST_STEPS} of", output)][-1]
     print(f"kill -9 of rank 1 under torchrun --max-restarts=1: exit {code} {time.time() - killed:.1f} s after the kill;"
           f" reached step {reached}, restarted from {resumed}: {reached - resumed} steps lost; final step "
           f"{state(run_dir)['step']}", flush=True)

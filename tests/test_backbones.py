@@ -18,8 +18,8 @@ from train.model import build_backbone, build_siamese
 from train.levels import active_levels, ladder_indices
 from train.optim import build_optimizer, param_groups, set_weight_decay
 from train.schedules import weight_decay
-from train.step import Update
-from train.pretrain import train, train_step
+from train.step import Update, train_step
+from train.pretrain import train
 from ladder_zoo.models import ARCHS, METHODS, MODELS
 from train.checkpoint import load_ssl_checkpoint
 

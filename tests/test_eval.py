@@ -7,6 +7,7 @@ import torch
 from helpers import SAMPLE
 from train.config import AugmentConfig, DataConfig, load_config
 from train.eval.__main__ import main as eval_main
+from train.data.imagefolder import decode_rgb
 from train.eval.features import class_balanced, backbone_from
 from train.eval.gradmaps import gradient_maps
 from train.eval.knn import knn_accuracy, knn_predict
@@ -61,7 +62,7 @@ def test_shown_images_go_round_the_classes():
     assert across_classes(labels, list(range(30)), 6, seed=0) == shown  # seeded
 
 
-def test_class_balanced_sample():
+def test_class_balanced_takes_per_class_images_or_all():
     labels = torch.tensor([0, 1, 2] * 10)
     picked = class_balanced(labels, per_class=3, seed=1)
     assert len(picked) == 9 and (labels[picked].bincount() == 3).all()
@@ -70,8 +71,7 @@ def test_class_balanced_sample():
 
 def test_view_distances_vanish_without_augmentation(checkpoint):
     model, _, _ = backbone_from(str(checkpoint))
-    images = torch.stack([__import__("train.data.imagefolder", fromlist=["x"]).decode_rgb(p.read_bytes())
-                          for p in sorted(SAMPLE.glob("test/*/*.jpg"))[:12]])
+    images = torch.stack([decode_rgb(p.read_bytes()) for p in sorted(SAMPLE.glob("test/*/*.jpg"))[:12]])
     none = DataConfig(image_size=32, augment=AugmentConfig(crop_scale=(1.0, 1.0), flip_p=0.0, jitter_p=0.0,
                                                           gray_p=0.0, blur_p=(0.0, 0.0), solarize_p=(0.0, 0.0)))
     still = view_distances(model, images, none, torch.device("cpu"))
@@ -80,8 +80,7 @@ def test_view_distances_vanish_without_augmentation(checkpoint):
     assert all(0 < float(d.mean()) < 2 for d in moved.values())
 
 
-def test_gradient_maps_per_level(checkpoint):
-
+def test_gradient_maps_cover_every_level_above_the_lowest(checkpoint):
     images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
     maps = gradient_maps(load_ssl_checkpoint(checkpoint), images, torch.device("cpu"))
     assert set(maps) == {"res3", "res4", "res5"}  # L_res2 left out: uniform after its pooling
@@ -119,7 +118,7 @@ def test_eval_cli_names_unpublished_weights(tmp_path, capsys, isolated_hub):
     assert "No weights are published for byol_r18_cifar.cifar10_200ep" in capsys.readouterr().err
 
 
-def test_benchmark_runs_on_the_cpu(tmp_path, capsys):
+def test_bench_measures_every_part_on_the_cpu(tmp_path, capsys):
     from train.bench import main as bench_main
 
     out = tmp_path / "bench.json"

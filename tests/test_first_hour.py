@@ -182,10 +182,10 @@ def test_a_redirected_log_reads_line_by_line_and_a_second_run_says_nothing_is_le
     """stderr to a file (here, pytest's capture): status lines, no progress bar redrawn with carriage returns for
     the messages to stick to. Then docs/training.md's CPU demo run twice: the second finds the finished run
     (resume=auto) and says what to do."""
-    from test_reliability import FAST
+    from helpers import FAST_RUN
     from train.pretrain import main
 
-    command = [*FAST, "max_steps=2", "progress=true", f"out_dir={tmp_path}"]
+    command = [*FAST_RUN, "max_steps=2", "progress=true", f"out_dir={tmp_path}"]
     assert main(command) == 0
     err = capsys.readouterr().err
     assert "\r" not in err

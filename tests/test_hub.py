@@ -74,7 +74,7 @@ def test_offline_without_cache_says_how_to_fix(hub_env, published):
     assert f"hf download {p['repo']}" in r and "LADDER_ZOO_HUB_DIR" in r
 
 
-def test_pinned_revision_and_changed_main(hub_env, tmp_path, hub_server, published):
+def test_a_changed_main_is_refused_and_the_pinned_commit_loads(hub_env, tmp_path, hub_server, published):
     """main is overwritten with other bytes: the sha256 check refuses them; the released commit still loads."""
     p = published
     _, other, _, _ = make_release(tmp_path / "other", ARCH, TAG, seed=12)
@@ -99,7 +99,7 @@ def test_corrupted_cache_file_is_refused(hub_env, tmp_path, published):
     assert r.startswith("WeightsIntegrityError: sha256 mismatch") and "Delete it" in r, r
 
 
-def test_hf_hub_name_with_the_hub_unreachable(hub_env, tmp_path, hub_server):
+def test_hf_hub_name_unreachable_fails_at_once_then_loads_cached(hub_env, tmp_path, hub_server):
     """ladder_zoo's hf-hub: names: one clear error at once when nothing is here, the cached copy when it is."""
     repo, folder, _, state = make_release(tmp_path / "export", ARCH, TAG, seed=17)
     user_repo = "someone/my-byol"

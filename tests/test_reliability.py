@@ -2,9 +2,8 @@
 kill -9 of a worker under torchrun --max-restarts, two torchrun "nodes" with c10d rendezvous on 127.0.0.1 equal to
 one process (and, without SyncBatchNorm, not), a corrupt last.pt, a full disk, a data set whose files changed; and what the log shows a cluster user.
 
-Every run is the tiny recipe of test_train_runs on timm's resnet10t (32 px: a fraction of the CIFAR ResNet's
-work, 60 MB checkpoints), 6 steps of the 10-step schedule: interrupted runs must end bit-equal to an
-uninterrupted one."""
+Every run is helpers.FAST_RUN, the tests' tiny run on timm's resnet10t, 6 steps of its 10-step schedule:
+interrupted runs must end bit-equal to an uninterrupted one."""
 import errno
 import json
 import os
@@ -20,20 +19,16 @@ import time
 import pytest
 import torch
 
-from helpers import ROOT, SAMPLE
-from test_train_runs import TINY, _flatten
+from helpers import FAST_RUN, FAST_STEPS, ROOT, SAMPLE, TINY_STEPS, flatten
 from train import checkpoint
 from train.config import load_config
 from train.pretrain import main, train
 from train.preemption import PREEMPTED_EXIT_CODE
 
-FAST = [*TINY, "model=resnet10t", "max_steps=6"]
-STEPS = 6
-
 
 def launch(out_dir, *overrides, launcher=(), **popen):
     cmd = [sys.executable, *(["-m", "torch.distributed.run", *launcher] if launcher else []), "-m", "train.pretrain",
-           *FAST, f"out_dir={out_dir}", *overrides]
+           *FAST_RUN, f"out_dir={out_dir}", *overrides]
     # torchrun's workers otherwise share the rendezvous TCPStore across restarts and may read the previous
     # attempt's gloo addresses (pytorch/pytorch#135712): README's torchrun line sets it too
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
@@ -74,9 +69,9 @@ def state(run_dir, name="last.pt"):
 
 
 def assert_bit_equal(a, b):
-    assert a["step"] == b["step"] == STEPS
+    assert a["step"] == b["step"] == FAST_STEPS
     for key in ("model", "optimizer"):
-        flat_a, flat_b = _flatten(a[key]), _flatten(b[key])
+        flat_a, flat_b = flatten(a[key]), flatten(b[key])
         assert flat_a.keys() == flat_b.keys()
         differ = [k for k in flat_a if not torch.equal(flat_a[k], flat_b[k])]
         assert not differ, f"{key}: {len(differ)} tensors differ, e.g. {differ[:3]}"
@@ -142,11 +137,11 @@ def test_sigterm_checkpoints_the_step_reached_and_resume_is_exact(one_process, t
     code, output = finish(proc)
     logged = records(run_dir)[-1]["step"]
     assert code == PREEMPTED_EXIT_CODE, output
-    assert 2 <= logged < STEPS, "the signal was to come mid-run"
+    assert 2 <= logged < FAST_STEPS, "the signal was to come mid-run"
     assert state(run_dir)["step"] == logged  # no step lost: the checkpoint holds the last step run
     assert f"preempted by SIGTERM: checkpoint {run_dir / 'last.pt'} holds step {logged}" in output
     output = run(run_dir, "checkpoint_every=100")  # resume=auto
-    assert f"steps {logged}..{STEPS}" in output
+    assert f"steps {logged}..{FAST_STEPS}" in output
     assert_bit_equal(state(run_dir), state(one_process))
 
 
@@ -160,12 +155,12 @@ def test_ctrl_c_checkpoints_the_step_reached_and_resume_is_exact(one_process, tm
     code, output = finish(proc)
     logged = records(run_dir)[-1]["step"]
     assert code == PREEMPTED_EXIT_CODE and "Traceback" not in output, output
-    assert 2 <= logged < STEPS, "the signal was to come mid-run"
+    assert 2 <= logged < FAST_STEPS, "the signal was to come mid-run"
     assert state(run_dir)["step"] == logged
     assert "Ctrl-C: stopping after this step with a checkpoint; Ctrl-C again stops at once" in output
     assert f"stopped by Ctrl-C (SIGINT): checkpoint {run_dir / 'last.pt'} holds step {logged}; the same command again continues from it" in output
     output = run(run_dir, "checkpoint_every=100")
-    assert f"steps {logged}..{STEPS}" in output
+    assert f"steps {logged}..{FAST_STEPS}" in output
     assert_bit_equal(state(run_dir), state(one_process))
 
 
@@ -182,7 +177,7 @@ def test_a_second_ctrl_c_stops_at_once_in_one_line(tmp_path, capsys):
 
     sender = threading.Thread(target=ctrl_c_twice)
     sender.start()
-    code = main([*FAST, f"out_dir={tmp_path}", "max_steps=10", "checkpoint_every=1"])
+    code = main([*FAST_RUN, f"out_dir={tmp_path}", f"max_steps={TINY_STEPS}", "checkpoint_every=1"])
     sender.join()
     err = capsys.readouterr().err
     assert code == 130 and "Traceback" not in err, err
@@ -218,7 +213,7 @@ def test_ctrl_c_inside_a_checkpoint_write_is_a_ctrl_c(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_sigusr1_to_one_rank_stops_every_rank_at_one_step_and_resume_is_exact(two_nodes, tmp_path):
+def test_sigusr1_to_one_rank_stops_every_rank_after_the_same_step(two_nodes, tmp_path):
     """SLURM's --signal=USR1 reaching rank 1 only: rank 0 learns it by the per-step all_reduce, both stop after
     the same step, rank 0 writes it, both exit 75; a 2-process resume is exact."""
     run_dir = tmp_path / "run"
@@ -229,13 +224,13 @@ def test_sigusr1_to_one_rank_stops_every_rank_at_one_step_and_resume_is_exact(tw
     os.kill(ranks[1], signal.SIGUSR1)
     code, output = finish(proc)
     logged = records(run_dir)[-1]["step"]
-    assert code != 0 and 2 <= logged < STEPS, output
+    assert code != 0 and 2 <= logged < FAST_STEPS, output
     # both ranks stopped after the same step (the one rank 0 wrote); torchrun reports the first exit, 75
     assert output.count(f"preempted by SIGUSR1: checkpoint {run_dir / 'last.pt'} holds step {logged}") == 2, output
     assert f"exitcode  : {PREEMPTED_EXIT_CODE}" in output
     assert state(run_dir)["step"] == logged
     output = run(run_dir, "checkpoint_every=100", launcher=standalone(2))
-    assert f"steps {logged}..{STEPS}" in output
+    assert f"steps {logged}..{FAST_STEPS}" in output
     assert_bit_equal(state(run_dir), state(two_nodes[0]))
 
 
@@ -249,15 +244,15 @@ def test_torchrun_restarts_the_group_after_kill_9_and_ends_bit_equal(two_nodes, 
     reached = records(run_dir)[-1]["step"]
     code, output = finish(proc)
     assert code == 0, output
-    starts = [int(s) for s in re.findall(r"steps (\d+)\.\.6 of 10", output)]
-    assert len(starts) == 2 and starts[0] == 0 and 2 <= starts[1] <= reached < STEPS, output
+    starts = [int(s) for s in re.findall(rf"steps (\d+)\.\.{FAST_STEPS} of {TINY_STEPS}", output)]
+    assert len(starts) == 2 and starts[0] == 0 and 2 <= starts[1] <= reached < FAST_STEPS, output
     assert reached - starts[1] < 2  # lost: only the steps since the last checkpoint (every 2)
     assert_bit_equal(state(run_dir), state(two_nodes[0]))
 
 
 def gap_at_step_2(a, b):
     """|| a - b || / || a || over the float tensors of two runs' models after step 2."""
-    a, b = ({k: v for k, v in _flatten(state(d, "step-0000002.pt")["model"]).items() if v.is_floating_point()}
+    a, b = ({k: v for k, v in flatten(state(d, "step-0000002.pt")["model"]).items() if v.is_floating_point()}
             for d in (a, b))
     return float(sum(((a[k] - b[k]) ** 2).sum() for k in a) ** 0.5 / sum((a[k] ** 2).sum() for k in a) ** 0.5)
 
@@ -285,15 +280,7 @@ def test_without_sync_bn_two_processes_are_not_one(one_process, tmp_path):
 
 
 def tiny(tmp_path, *overrides):
-    return load_config(None, [*FAST, f"out_dir={tmp_path}", *overrides])
-
-
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the subprocess runs (OMP_NUM_THREADS=1): bit-equal results
-    yield
-    torch.set_num_threads(threads)
+    return load_config(None, [*FAST_RUN, f"out_dir={tmp_path}", *overrides])
 
 
 def test_corrupt_last_checkpoint_falls_back_on_the_previous_one(one_process, tmp_path, one_thread):
@@ -303,7 +290,7 @@ def test_corrupt_last_checkpoint_falls_back_on_the_previous_one(one_process, tmp
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # a write cut short
     with pytest.warns(UserWarning, match=r"last.pt cannot be read \(WeightsIntegrityError.*; trying step-0000002.pt"):
         train(tiny(tmp_path, "checkpoint_every=2"))
-    assert [r["step"] for r in records(tmp_path)][-4:] == [3, 4, 5, 6]  # resumed from step 2
+    assert [r["step"] for r in records(tmp_path)][2 - FAST_STEPS:] == list(range(3, FAST_STEPS + 1))  # from step 2
     assert sorted(p.name for p in tmp_path.iterdir() if "pt" in p.name) == ["last.pt", "last.pt.corrupt",
                                                                            "step-0000004.pt"]
     assert_bit_equal(state(tmp_path), state(one_process))
@@ -319,7 +306,7 @@ def test_keep_checkpoints_keeps_that_many(tmp_path):
         train(tiny(tmp_path, "keep_checkpoints=0"))
 
 
-def test_disk_full_keeps_the_previous_checkpoint_and_stops_with_a_clear_error(tmp_path, monkeypatch, capsys):
+def test_disk_full_keeps_the_previous_checkpoint_and_stops(tmp_path, monkeypatch, capsys):
     real_save, saves = torch.save, []
 
     def save_until_the_disk_is_full(obj, f, *args, **kwargs):
@@ -330,7 +317,7 @@ def test_disk_full_keeps_the_previous_checkpoint_and_stops_with_a_clear_error(tm
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", save_until_the_disk_is_full)
-    code = main([*FAST, f"out_dir={tmp_path}", "checkpoint_every=1"])
+    code = main([*FAST_RUN, f"out_dir={tmp_path}", "checkpoint_every=1"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 4
     assert err == (f"train.pretrain: stopped: could not write the checkpoint of step 2 to {tmp_path}: No space left "

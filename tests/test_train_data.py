@@ -15,7 +15,7 @@ from helpers import SAMPLE
 from train.config import AugmentConfig, DataConfig
 from train.data import ImageFolder, StepSampler
 from train.data.cpu_augment import CpuPipeline, view_transform
-from train.data.gpu_augment import Draw, GpuPipeline, augment_view
+from train.data.gpu_augment import GpuPipeline, augment_view
 from train.data.ops import crop_resize
 from train.data.imagefolder import decode_rgb
 from train.data.views import ViewSpec, view_specs
@@ -34,7 +34,7 @@ def draws_cpu(image, spec, data, n=N):
 
 def draws_gpu(images, spec, data, n=N):
     batch = images.expand(n, -1, -1, -1) if images.shape[0] == 1 else images.repeat(n // len(images), 1, 1, 1)
-    return augment_view(batch, spec, data, Draw(torch.Generator().manual_seed(0), len(batch), slice(None)))
+    return augment_view(batch, spec, data, torch.Generator().manual_seed(0))
 
 
 def summary(values: torch.Tensor):
@@ -135,10 +135,9 @@ def test_corrupt_image_is_skipped_and_counted(folder_with_corrupt_image, pipelin
     sampler = StepSampler(len(images), 40, seed=0)
     specs = [ViewSpec("global", 32, (0.08, 1.0), 0.0, 0.0, 3)] * 2
     cls = CpuPipeline if pipeline == "cpu" else GpuPipeline
-    extra = () if pipeline == "cpu" else (0,)
-    pipe = cls(images, specs, data, sampler, torch.device("cpu"), False, *extra)
+    pipe = cls(images, specs, data, sampler, torch.device("cpu"), False)
     for step, batch in enumerate(pipe.batches(0, 2)):
-        views = pipe.augment(batch, step)
+        views = pipe.views(batch, step)
         assert views["global"][0].shape == (40, 3, 32, 32) and torch.isfinite(views["global"][1]).all()
     assert pipe.bad_images == [bad_name]
 
@@ -218,7 +217,7 @@ def test_in_memory_set_is_decoded_once_and_cached(tmp_path, monkeypatch):
 
     def pipeline():
         images = ImageFolder(str(archive), "train")
-        return GpuPipeline(images, specs, data, StepSampler(len(images), 4, seed=0), torch.device("cpu"), False, 0)
+        return GpuPipeline(images, specs, data, StepSampler(len(images), 4, seed=0), torch.device("cpu"), False)
 
     first = pipeline()
     assert len(list((tmp_path / "cache").glob("*-train.pt"))) == 1
@@ -238,7 +237,7 @@ def test_in_memory_batches_are_the_sampler_indices_across_epochs():
     data = DataConfig(path=str(SAMPLE), workers=0, image_size=32, in_memory=True)
     sampler = StepSampler(len(images), 8, seed=3, rank=1, world=2)  # 5 steps per epoch; this rank's half
     pipe = GpuPipeline(images, [ViewSpec("global", 32, (0.08, 1.0), 0.0, 0.0, 3)] * 2, data, sampler,
-                       torch.device("cpu"), False, 0)
+                       torch.device("cpu"), False)
     got = list(pipe.batches(3, 12))
     assert len(got) == 9 and all(torch.equal(b, sampler.indices(s)) for s, b in zip(range(3, 12), got))
 
@@ -254,7 +253,7 @@ def test_views_that_never_blur_run_no_blur_kernel(monkeypatch):
     spec = view_specs(data, {"global": 2})[0]
     images = torch.randint(0, 256, (2, 3, 24, 24), dtype=torch.uint8)
     monkeypatch.setattr(pipeline, "gaussian_blur", no_blur)
-    pipeline.augment_view(images, spec, data, Draw(torch.Generator().manual_seed(0), 2, slice(0, 2)))
+    pipeline.augment_view(images, spec, data, torch.Generator().manual_seed(0))
     with pytest.raises(AssertionError, match="a blur kernel ran"):  # and a view that may blur does run it
         blurred = view_specs(DataConfig(image_size=16, augment=AugmentConfig(blur_p=(1.0, 1.0))), {"global": 2})[0]
-        pipeline.augment_view(images, blurred, data, Draw(torch.Generator().manual_seed(0), 2, slice(0, 2)))
+        pipeline.augment_view(images, blurred, data, torch.Generator().manual_seed(0))

@@ -13,26 +13,15 @@ import pytest
 import torch
 
 import ladder_zoo
-from helpers import ROOT, SAMPLE, run_main
+from helpers import ROOT, SAMPLE, TINY_MODEL, TINY_RUN, TINY_STEPS, flatten, run_main
 from train.checkpoint import load_ssl_checkpoint
 from train.config import load_config
 from train.pretrain import TrainingDiverged, train
 
-ARCH = "ladder_byol_r18_cifar"
-TINY = [
-    f"model={ARCH}", "method.levels=G G G G", "method.proj_hidden=64", "method.proj_out=32", "method.pred_hidden=64",
-    f"data.path={SAMPLE}", "data.split=train", "data.image_size=16", "data.in_memory=true", "data.workers=0",
-    "data.mean=[0.4914, 0.4822, 0.4465]", "data.std=[0.247, 0.2435, 0.2616]", "data.augment.blur_p=[0.0, 0.0]",
-    "batch_size=8", "epochs=2", "optim.lr=1.0", "optim.eta=0.02", "optim.clip_lars_lr=true", "optim.warmup_epochs=1",
-    "optim.weight_decay=1e-5", "method.tau=0.99", "amp=none", "channels_last=false", "device=cpu", "progress=false",
-    "tensorboard=false", "log_every=1",
-]  # 40 images, batch 8: 5 steps per epoch, 10 steps; 16 px views (the sample is 32 px): a quarter of the work
-
-
 def pretrain(out_dir, *overrides, check=True, **popen):
-    """``python -m train.pretrain`` on TINY in a process of its own (where a process boundary is the point: a
+    """``python -m train.pretrain`` on TINY_RUN in a process of its own (where a process boundary is the point: a
     kill, a resume in a new process); 2-process groups are tests/test_reliability.py's."""
-    cmd = [sys.executable, "-m", "train.pretrain", *TINY, f"out_dir={out_dir}", *overrides]
+    cmd = [sys.executable, "-m", "train.pretrain", *TINY_RUN, f"out_dir={out_dir}", *overrides]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     if popen:
         return subprocess.Popen(cmd, env=env, cwd=ROOT, **popen)
@@ -62,13 +51,13 @@ def uninterrupted(tmp_path_factory):
 
 def test_run_logs_levels_and_collapse_monitor(uninterrupted):
     records = [json.loads(line) for line in (uninterrupted / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == list(range(1, 11))
+    assert [r["step"] for r in records] == list(range(1, TINY_STEPS + 1))
     last = records[-1]
     for level in ("res2", "res3", "res4", "res5"):
         assert f"loss/{level}" in last and 0 < last[f"std/{level}"] < 1
     assert records[-1]["loss"] < records[0]["loss"]
     ckpt = load_ssl_checkpoint(uninterrupted / "last.pt")
-    assert ckpt.step == 10 and ckpt.data["epoch"] == 2 and ckpt.optimizer["state"]
+    assert ckpt.step == TINY_STEPS and ckpt.data["epoch"] == 2 and ckpt.optimizer["state"]
     assert {"backbone.conv1.weight", "target_backbone.conv1.weight", "predictors.res2.global.0.weight"} <= set(ckpt.model)
 
 
@@ -81,16 +70,16 @@ def test_kill_and_resume_ends_with_the_same_weights(uninterrupted, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     step = torch.load(run_dir / "last.pt", weights_only=True)["step"]
-    assert step < 10, "the run was to be killed before its end"
+    assert step < TINY_STEPS, "the run was to be killed before its end"
     pretrain(run_dir, "checkpoint_every=3")  # resume=auto
     resumed, whole = weights(run_dir), weights(uninterrupted)
-    assert resumed["step"] == 10
+    assert resumed["step"] == TINY_STEPS
     for key in ("model", "optimizer"):
-        flat_a, flat_b = _flatten(resumed[key]), _flatten(whole[key])
+        flat_a, flat_b = flatten(resumed[key]), flatten(whole[key])
         assert flat_a.keys() == flat_b.keys()
         assert all(torch.equal(flat_a[k], flat_b[k]) for k in flat_a), key
     log_steps = [json.loads(line)["step"] for line in (run_dir / "log.jsonl").read_text().splitlines()]
-    assert log_steps[-10 + step:] == list(range(step + 1, 11))
+    assert log_steps[step - TINY_STEPS:] == list(range(step + 1, TINY_STEPS + 1))
 
 
 def test_resume_refuses_another_recipe(uninterrupted, tmp_path, capsys):
@@ -98,13 +87,13 @@ def test_resume_refuses_another_recipe(uninterrupted, tmp_path, capsys):
 
     run_dir = tmp_path / "other"
     shutil.copytree(uninterrupted, run_dir)
-    result = run_main(main, [*TINY, f"out_dir={run_dir}", "optim.lr=0.5"], capsys)
+    result = run_main(main, [*TINY_RUN, f"out_dir={run_dir}", "optim.lr=0.5"], capsys)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.splitlines()[-1].startswith("train.pretrain: error: ") and "optim.lr: 1.0 -> 0.5" in result.stderr
 
 
-def test_export_round_trip(uninterrupted, tmp_path, monkeypatch, capsys):
-    out = tmp_path / "hub" / "ladder-zoo" / f"{ARCH}.cifar10_200ep"
+def test_export_loads_back_as_the_trained_backbone(uninterrupted, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "hub" / "ladder-zoo" / f"{TINY_MODEL}.cifar10_200ep"
     result = export_cli([str(uninterrupted / "last.pt"), "--out", str(out), "--dtype", "fp32"], capsys)
     assert result.returncode == 0, result.stderr
     index = json.loads((out / "model.safetensors.index.json").read_text())  # fp32 ResNet-18 (45 MB): sharded
@@ -113,13 +102,13 @@ def test_export_round_trip(uninterrupted, tmp_path, monkeypatch, capsys):
         "config.json", "README.md", "model.safetensors.index.json", *shards}
     assert all(p.stat().st_size < 25_000_000 for p in out.iterdir())
     card = (out / "README.md").read_text()
-    assert "exported after step 10" in card and "levels `G G G G`" in card
+    assert f"exported after step {TINY_STEPS}" in card and "levels `G G G G`" in card
     config = json.loads((out / "config.json").read_text())
-    assert config["architecture"] == ARCH and config["ladder_zoo"]["step"] == 10
+    assert config["architecture"] == TINY_MODEL and config["ladder_zoo"]["step"] == TINY_STEPS
 
     monkeypatch.setenv("LADDER_ZOO_HUB_DIR", str(tmp_path / "hub"))
-    exported = ladder_zoo.create_model(f"{ARCH}.cifar10_200ep", pretrained=True, features_only=True).eval()
-    trained = ladder_zoo.create_model(ARCH, features_only=True).eval()
+    exported = ladder_zoo.create_model(f"{TINY_MODEL}.cifar10_200ep", pretrained=True, features_only=True).eval()
+    trained = ladder_zoo.create_model(TINY_MODEL, features_only=True).eval()
     trained.load_state_dict(load_ssl_checkpoint(uninterrupted / "last.pt").backbone_state_dict())
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -140,7 +129,7 @@ def test_nan_guard_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
         return out
 
     monkeypatch.setattr(LadderSiamese, "forward", poisoned)
-    cfg = load_config(None, [*TINY, f"out_dir={tmp_path}", "checkpoint_every=2"])
+    cfg = load_config(None, [*TINY_RUN, f"out_dir={tmp_path}", "checkpoint_every=2"])
     with pytest.raises(TrainingDiverged, match=f"between steps 4 and 5; the last good checkpoint is {tmp_path}"):
         train(cfg)
     assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 4
@@ -153,27 +142,12 @@ def test_unreadable_image_is_reported_and_training_goes_on(tmp_path, capsys):
     shutil.copytree(SAMPLE / "train", data)
     bad = sorted(data.glob("dog/*.jpg"))[1]
     bad.write_bytes(b"\x00" * 64)
-    result = run_main(main, [*TINY, f"out_dir={tmp_path / 'run'}", f"data.path={data}", "data.split=",
+    result = run_main(main, [*TINY_RUN, f"out_dir={tmp_path / 'run'}", f"data.path={data}", "data.split=",
                              "data.in_memory=false", "max_steps=5"], capsys)
     assert result.returncode == 0, result.stderr
     assert f"skipped unreadable images (replaced by the next readable one): dog/{bad.name}" in result.stderr
     records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert records[-1]["bad_images"] == 1 and records[-1]["step"] == 5
-
-
-def _flatten(tree, prefix=""):
-    out = {}
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-    elif isinstance(tree, (list, tuple)):
-        for i, v in enumerate(tree):
-            out.update(_flatten(v, f"{prefix}{i}."))
-    elif isinstance(tree, torch.Tensor):
-        out[prefix[:-1]] = tree
-    else:
-        out[prefix[:-1]] = torch.tensor(tree) if isinstance(tree, (int, float, bool)) else torch.tensor(0)
-    return out
 
 
 CIFAR_RECIPES = sorted((ROOT / "train" / "configs").glob("*_cifar10_200ep.yaml"))
@@ -193,7 +167,7 @@ def test_every_cifar_recipe_trains(recipe, tmp_path):
     assert [r["step"] for r in records] == [1, 2] and all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
 
 
-def test_imagenet_recipe_with_the_file_pipeline_bf16_channels_last_tensorboard(tmp_path):
+def test_imagenet_recipe_trains_on_jpeg_files_in_bf16_channels_last(tmp_path):
     """An R50 ImageNet recipe at 32 px on JPEG files: the GPU pipeline's file path (decode per batch), bf16
     autocast, channels_last and TensorBoard, on the CPU; then the CPU pipeline with two DataLoader workers."""
     recipe = str(ROOT / "train" / "configs" / "ladder_densebyol_r50_in1k_200ep.yaml")
@@ -205,7 +179,7 @@ def test_imagenet_recipe_with_the_file_pipeline_bf16_channels_last_tensorboard(t
 
 
 def test_zoo_model_must_train_with_its_declared_normalisation(tmp_path):
-    cfg = load_config(None, [*TINY, f"out_dir={tmp_path}", "data.mean=[0.485, 0.456, 0.406]"])
+    cfg = load_config(None, [*TINY_RUN, f"out_dir={tmp_path}", "data.mean=[0.485, 0.456, 0.406]"])
     with pytest.raises(ValueError, match=r"data.mean=\[0.485, 0.456, 0.406\] differs from ladder_byol_r18_cifar's"):
         train(cfg)
 
@@ -215,11 +189,11 @@ def test_export_pushes_to_the_hub_and_the_push_loads(uninterrupted, tmp_path, hu
     pushed repository then loads, sha256-checked, at the commit the push made."""
     from ladder_zoo.publish import record_release
 
-    out = tmp_path / "hub" / "ladder-zoo" / f"{ARCH}.cifar10_200ep"
+    out = tmp_path / "hub" / "ladder-zoo" / f"{TINY_MODEL}.cifar10_200ep"
     hub_env({"HF_ENDPOINT": hub_server.endpoint, "HF_TOKEN": "hf_local_test", "HF_HUB_DISABLE_XET": "1"})
     result = export_cli([str(uninterrupted / "last.pt"), "--out", str(out), "--push-to-hub"], capsys)
     assert result.returncode == 0, result.stdout + result.stderr
-    repo = f"ladder-zoo/{ARCH}.cifar10_200ep"
+    repo = f"ladder-zoo/{TINY_MODEL}.cifar10_200ep"
     commit = hub_server.repos[repo]["refs"]["main"]
     assert f"pushed to {repo} @ {commit}" in result.stdout
     assert hub_server.repos[repo]["commits"][commit] == {p.name: p.read_bytes() for p in out.iterdir()}
@@ -227,7 +201,7 @@ def test_export_pushes_to_the_hub_and_the_push_loads(uninterrupted, tmp_path, hu
 
     hub_server.requests.clear()
     hub_env({"HF_ENDPOINT": hub_server.endpoint}, {repo: {**record_release(out), "revision": commit}})
-    loaded = ladder_zoo.create_model(f"{ARCH}.cifar10_200ep", pretrained=True).layer4[1].conv2.weight
+    loaded = ladder_zoo.create_model(f"{TINY_MODEL}.cifar10_200ep", pretrained=True).layer4[1].conv2.weight
     expected = load_ssl_checkpoint(uninterrupted / "last.pt").backbone_state_dict()["layer4.1.conv2.weight"]
     assert torch.equal(loaded, expected.half().float())  # exported as fp16 (export's default)
     assert hub_server.count("GET", f"/{repo}/resolve/{commit}/") + hub_server.count("HEAD", f"/{repo}/resolve/{commit}/") >= 1
@@ -250,15 +224,15 @@ def test_register_release_records_every_file(tmp_path, monkeypatch):
     assert hub.is_published("ladder-zoo/x.y")
 
 
-def test_any_run_exports_under_any_tag_and_only_finished_recipe_runs_register(uninterrupted, tmp_path, capsys):
+def test_any_run_exports_but_only_finished_recipe_runs_register(uninterrupted, tmp_path, capsys):
     from ladder_zoo import hub
 
     before = hub.DEFAULT_RELEASES.read_bytes()
-    out = tmp_path / "export" / f"{ARCH}.my-test_20steps"
+    out = tmp_path / "export" / f"{TINY_MODEL}.my-test_20steps"
     ok = export_cli([str(uninterrupted / "last.pt"), "--out", str(out)], capsys)
     assert ok.returncode == 0, ok.stderr
-    by_path = ladder_zoo.create_model(ARCH, checkpoint_path=str(out), features_only=True).eval()
-    trained = ladder_zoo.create_model(ARCH, features_only=True).eval()
+    by_path = ladder_zoo.create_model(TINY_MODEL, checkpoint_path=str(out), features_only=True).eval()
+    trained = ladder_zoo.create_model(TINY_MODEL, features_only=True).eval()
     state = load_ssl_checkpoint(uninterrupted / "last.pt").backbone_state_dict()
     trained.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in state.items()})
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -267,13 +241,13 @@ def test_any_run_exports_under_any_tag_and_only_finished_recipe_runs_register(un
             assert torch.equal(a, b)  # the fp16 export holds exactly the fp16-rounded trained weights
     for name, message in [("my-test_20steps", "--register records release tags only"),
                           ("cifar10_200ep", "--register records finished runs of train/configs/")]:
-        refused = export_cli([str(uninterrupted / "last.pt"), "--out", str(tmp_path / "r" / f"{ARCH}.{name}"),
+        refused = export_cli([str(uninterrupted / "last.pt"), "--out", str(tmp_path / "r" / f"{TINY_MODEL}.{name}"),
                               "--register"], capsys)
         assert refused.returncode == 2 and message in refused.stderr.splitlines()[-1]
         assert "Traceback" not in refused.stderr and not (tmp_path / "r").exists()
     shortened = tmp_path / "shortened"  # the recipe's name, finished, but 2 of its 200 epochs
-    train(load_config(None, [*TINY, f"out_dir={shortened}", f"name={ARCH}_cifar10_200ep"]))
-    refused = export_cli([str(shortened / "last.pt"), "--out", str(tmp_path / "r" / f"{ARCH}.cifar10_200ep"),
+    train(load_config(None, [*TINY_RUN, f"out_dir={shortened}", f"name={TINY_MODEL}_cifar10_200ep"]))
+    refused = export_cli([str(shortened / "last.pt"), "--out", str(tmp_path / "r" / f"{TINY_MODEL}.cifar10_200ep"),
                           "--register"], capsys)
     assert refused.returncode == 2 and "(2 epochs, the recipe's 200)" in refused.stderr.splitlines()[-1]
     missing = export_cli([str(tmp_path / "nope.pt"), "--out", str(out)], capsys)
@@ -288,12 +262,12 @@ def test_an_exported_folder_gets_its_evaluation_later(uninterrupted, tmp_path, c
     from ladder_zoo import hub
 
     before = hub.DEFAULT_RELEASES.read_bytes()
-    out = tmp_path / f"{ARCH}.mine"
+    out = tmp_path / f"{TINY_MODEL}.mine"
     assert export_cli([str(uninterrupted / "last.pt"), "--out", str(out)], capsys).returncode == 0
     weights_before = (out / "model.safetensors").read_bytes()
     for accuracy in (0.5, 0.75):
         evaluation = tmp_path / "eval.json"
-        evaluation.write_text(json.dumps({"model": ARCH, "knn": {"accuracy": {"res5": accuracy}}}))
+        evaluation.write_text(json.dumps({"model": TINY_MODEL, "knn": {"accuracy": {"res5": accuracy}}}))
         added = export_cli([str(out), "--eval", str(evaluation)], capsys)
         assert added.returncode == 0, added.stderr
         assert f"added {evaluation} to {out}" in added.stdout
@@ -303,7 +277,7 @@ def test_an_exported_folder_gets_its_evaluation_later(uninterrupted, tmp_path, c
     assert (out / "model.safetensors").read_bytes() == weights_before
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"model": "byol_r18_cifar"}))
-    for args, message in [(["--eval", str(other)], f"evaluates 'byol_r18_cifar', not {out}'s {ARCH}"),
+    for args, message in [(["--eval", str(other)], f"evaluates 'byol_r18_cifar', not {out}'s {TINY_MODEL}"),
                           ([], "is an exported folder: name the evaluation to add to it, --eval EVAL.json"),
                           (["--eval", str(evaluation), "--register"], "re-records a release, and ")]:
         refused = export_cli([str(out), *args], capsys)
@@ -314,11 +288,11 @@ def test_an_exported_folder_gets_its_evaluation_later(uninterrupted, tmp_path, c
 def test_weights_load_only_as_the_name_they_were_trained_as(uninterrupted, tmp_path, capsys):
     from ladder_zoo.errors import WeightsMismatchError
 
-    with pytest.raises(WeightsMismatchError, match=f"trained as {ARCH}, not simsiam_r18_cifar: load them as "
-                                                    f"create_model\\('{ARCH}'"):
+    with pytest.raises(WeightsMismatchError, match=f"trained as {TINY_MODEL}, not simsiam_r18_cifar: load them as "
+                                                    f"create_model\\('{TINY_MODEL}'"):
         ladder_zoo.create_model("simsiam_r18_cifar", checkpoint_path=uninterrupted / "last.pt")
-    out = tmp_path / f"{ARCH}.mine"
+    out = tmp_path / f"{TINY_MODEL}.mine"
     assert export_cli([str(uninterrupted / "last.pt"), "--out", str(out)], capsys).returncode == 0
-    with pytest.raises(WeightsMismatchError, match=f"trained as {ARCH}, not byol_r18_cifar"):
+    with pytest.raises(WeightsMismatchError, match=f"trained as {TINY_MODEL}, not byol_r18_cifar"):
         ladder_zoo.create_model("byol_r18_cifar", checkpoint_path=out, features_only=True)
-    ladder_zoo.create_model(ARCH, checkpoint_path=out / "model.safetensors", features_only=True)
+    ladder_zoo.create_model(TINY_MODEL, checkpoint_path=out / "model.safetensors", features_only=True)

@@ -4,14 +4,16 @@ import json
 import pytest
 import torch
 
-from test_train_runs import TINY
+from helpers import TINY_EPOCH_STEPS, TINY_RUN
 from train.config import config_from_dict, load_config, to_dict
 from train.pretrain import train
 from train.runlog import RunLog
 
 # 16 px crops of the 40-image sample, batch 8, float32 (bf16 autocast is emulated, slowly, on CPUs), the augmentation
 # eager (the JPEG files' path; tests/test_train_data.py traces the in-memory one), timm's resnet10t
-SMALL = [*TINY, "model=resnet10t", "data.in_memory=false", "epochs=4", "checkpoint_every=20"]
+EPOCHS = 4
+STEPS = EPOCHS * TINY_EPOCH_STEPS
+SMALL = [*TINY_RUN, "model=resnet10t", "data.in_memory=false", f"epochs={EPOCHS}", f"checkpoint_every={STEPS}"]
 
 
 def losses(run_dir):
@@ -34,7 +36,7 @@ class EarlierOutputs:
         self.steps += 1
 
 
-def test_reduce_overhead_step_matches_eager_and_keeps_the_cuda_graph_rules(tmp_path, monkeypatch):
+def test_reduce_overhead_step_matches_eager_and_keeps_the_cuda_graph_rules(tmp_path, monkeypatch, one_thread):
     """20 steps of a Ladder-BYOL with compile=reduce-overhead's graphs (forward and backward, optimizer step + EMA)
     traced by Dynamo and AOTAutograd as on a GPU (the CUDA graphs themselves need one; Inductor's code generation,
     minutes per graph on two cores, is the next test's): the logged losses follow the eager run's; no step after
@@ -42,9 +44,10 @@ def test_reduce_overhead_step_matches_eager_and_keeps_the_cuda_graph_rules(tmp_p
     each step marks its begin once; no step writes a tensor an earlier step's graphs made (the gradients are new
     every step); the optimizer state, made before the first step at fixed addresses, is updated, never replaced."""
     from train import pretrain
+    from train.step import Step
 
     graphs, marks, built, earlier = [], [], {}, EarlierOutputs()
-    step, accumulate, build_step = RunLog.step, RunLog.accumulate, pretrain.build_step
+    step, accumulate = RunLog.step, RunLog.accumulate
 
     def counting(self):
         graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
@@ -54,38 +57,39 @@ def test_reduce_overhead_step_matches_eager_and_keeps_the_cuda_graph_rules(tmp_p
         earlier.after_step(out, built["model"])
         accumulate(self, out)
 
-    def building(net, model, optimizer, *args, **kwargs):
-        built.update(model=model, optimizer=optimizer, state={id(p): (s["momentum_buffer"], s[
-            "momentum_buffer"].data_ptr()) for p, s in optimizer.state.items()})
-        built["step"] = build_step(net, model, optimizer, *args, **kwargs)
-        return built["step"]
+    class Built(Step):
+        def __init__(self, cfg, net, model, optimizer, *args):
+            built.update(model=model, optimizer=optimizer, state={id(p): (s["momentum_buffer"], s[
+                "momentum_buffer"].data_ptr()) for p, s in optimizer.state.items()})
+            super().__init__(cfg, net, model, optimizer, *args)
+            built["step"] = self
 
     eager = losses(train(load_config(None, [*SMALL, f"out_dir={tmp_path / 'eager'}"])))
     torch._dynamo.reset()
     monkeypatch.setattr(RunLog, "step", counting)
     monkeypatch.setattr(RunLog, "accumulate", watching)
-    monkeypatch.setattr(pretrain, "build_step", building)
+    monkeypatch.setattr(pretrain, "Step", Built)
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
     monkeypatch.setattr("train.step.compile_options", lambda mode: {"backend": "aot_eager"})
     compiled_dir = train(load_config(None, [*SMALL, "compile=reduce-overhead", f"out_dir={tmp_path / 'compiled'}"]))
     compiled = losses(compiled_dir)
-    assert len(eager) == len(compiled) == 20
+    assert len(eager) == len(compiled) == STEPS
     assert eager[-1] < eager[0] - 0.5  # the run learns: the comparison is not of constants
-    torch.testing.assert_close(compiled, eager, rtol=1e-2, atol=0)  # decomposed ops round otherwise: 0.2 % by step 20
+    torch.testing.assert_close(compiled, eager, rtol=1e-2, atol=0)  # decomposed ops round otherwise: 0.2 % by the last step
     assert graphs[0] >= 2  # dynamo graphs: forward (its backward by AOTAutograd), update
     assert graphs[1] == graphs[-1], f"recompiled after step 2: graphs per step {graphs}"
-    assert len(marks) == 20 and earlier.steps == 20 and earlier.written == [], earlier.written[:3]
-    optimizer, update = built["optimizer"], built["step"][1]
+    assert len(marks) == earlier.steps == STEPS and earlier.written == [], earlier.written[:3]
+    optimizer, update = built["optimizer"], built["step"].update
     state = {id(p): (s["momentum_buffer"], s["momentum_buffer"].data_ptr()) for p, s in optimizer.state.items()}
     assert state == built["state"] and all(b.abs().sum() > 0 for b, _ in state.values())  # the same, updated
     assert all(t._dynamo_static_input_type for t in [update.tau, *(g["lr"] for g in optimizer.param_groups),
                                                      *(b for b, _ in state.values())])
     saved = torch.load(compiled_dir / "last.pt", weights_only=True)
-    assert saved["step"] == 20 and all(torch.isfinite(v).all() for v in saved["model"].values()
+    assert saved["step"] == STEPS and all(torch.isfinite(v).all() for v in saved["model"].values()
                                        if v.is_floating_point())
 
 
-def test_gradients_zeroed_in_place_are_writes_into_an_earlier_steps_outputs():
+def test_zeroing_gradients_in_place_writes_an_earlier_steps_outputs():
     """The check above catches the step it replaced: gradients kept at their addresses and zeroed in place
     (``zero_grad(set_to_none=False)``) are the last step's backward outputs written by the next step, the
     "accessing tensor output of CUDAGraphs that has been overwritten" of a GPU run (pytorch#169545)."""
@@ -119,7 +123,7 @@ def test_inductor_compiles_a_one_level_step_and_saves_its_compile_cache(tmp_path
     torch._dynamo.reset()
     monkeypatch.setenv("LADDER_ZOO_COMPILE_CACHE", str(tmp_path / "cache"))
     compiled = losses(train(load_config(None, [*simsiam, "compile=default", f"out_dir={tmp_path / 'compiled'}"])))
-    assert len(compiled) == 5 and torch.isfinite(compiled).all()
+    assert len(compiled) == TINY_EPOCH_STEPS and torch.isfinite(compiled).all()  # its one epoch
     # the first step's loss, of the same weights, differs by float32 rounding only (later ones drift apart: SimSiam
     # with tiny heads amplifies the rounding of kernels fused otherwise)
     torch.testing.assert_close(compiled[0], eager[0], rtol=1e-4, atol=1e-6)

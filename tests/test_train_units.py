@@ -195,7 +195,7 @@ def test_heads_are_sized_from_feature_info(name):
 def test_simsiam_stop_gradient_prevents_collapse(sample_images):
     """Without stop-gradient the projections of different images collapse onto one direction."""
     from train.config import DataConfig
-    from train.data.gpu_augment import Draw, augment_view
+    from train.data.gpu_augment import augment_view
     from train.data.imagefolder import decode_rgb
     from train.data.views import ViewSpec
 
@@ -209,8 +209,8 @@ def test_simsiam_stop_gradient_prevents_collapse(sample_images):
         optimizer = build_optimizer(model, OptimConfig(name="sgd", lr=0.05, weight_decay=5e-4,
                                                        exclude_bias_norm=False), [])
         for step in range(150):
-            draw = Draw(torch.Generator().manual_seed(step), len(images), slice(None))
-            views = {"global": [augment_view(images, spec, data, draw) for _ in range(2)]}
+            generator = torch.Generator().manual_seed(step)
+            views = {"global": [augment_view(images, spec, data, generator) for _ in range(2)]}
             out = model(views)
             optimizer.zero_grad()
             out["loss"].backward()

@@ -7,7 +7,7 @@
 (a) the eager ceiling: a supervised timm resnet50 train step (bf16, channels_last, plain eager PyTorch); a
     BYOL step does two forward+backward passes and two target forwards per image, 8/3 of a supervised step,
     so the eager BYOL ceiling is (a) x 3/8;
-(b) our pretraining step (``train.pretrain.train_step``) for BYOL, Ladder-BYOL, DenseBYOL, Ladder-DenseBYOL and
+(b) our pretraining step (``train.step.Step``, the training loop's) for BYOL, Ladder-BYOL, DenseBYOL, Ladder-DenseBYOL and
     multi-task BYOL on ResNet-50 with their ImageNet recipes: model only (views already on the device) and with
     the full data pipeline from JPEG files (GPU decode + GPU augmentation); peak memory of each;
 (c) CIFAR-stem ResNet-18 on CIFAR-10 (in-memory GPU pipeline): BYOL and Ladder-BYOL epoch time;
@@ -23,6 +23,7 @@ upscaled to ImageNet-like sizes (no ImageNet on this project's machines): decode
 content is not.
 """
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -38,12 +39,12 @@ import ladder_zoo
 from ladder_zoo.device import resolve_device
 from ladder_zoo.models import METHODS, MODELS
 
+from .compile_modes import COMPILE_MODES
 from .config import load_config, recipe_file
 from .data import build_pipeline
 from .model import build_model
-from .optim import build_optimizer, set_learning_rate
-from .pretrain import train_step
-from .step import COMPILE_MODES, build_step
+from .optim import build_optimizer
+from .step import Step
 
 R50_METHODS = [m for m in METHODS if f"{m}_r50" in MODELS]  # (b)'s choices: the methods with a ResNet-50 recipe
 DEFAULT_METHODS = ["byol", "ladder_byol", "densebyol", "ladder_densebyol", "byol_mt"]  # one per kind of BYOL loss
@@ -152,26 +153,19 @@ def supervised(args, device) -> Dict[str, float]:
 
 
 def pretraining(recipe: str, args, device, overrides: List[str], with_data: bool, mode: str = "none") -> Dict:
-    """``train_step`` of a recipe in a compile mode: on fixed views already on the device, or on the recipe's
-    data pipeline."""
+    """The training loop's ``Step`` of a recipe in a compile mode: on fixed views already on the device, or on the
+    recipe's data pipeline."""
     cfg = load_config(str(recipe_file(recipe)),
                       [f"device={device.type}", "channels_last=true", *overrides, f"compile={mode}"])
     model = build_model(cfg).to(device, memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg.optim, model.predictor_parameters())
-    set_learning_rate(optimizer, cfg.optim.lr * 0.01, cfg.optim.lr)
-    autocast = _autocast(device, args.amp)
     model.train()
     epoch_steps = None
     if with_data:
         data = build_pipeline(cfg, 0, 1, device)
-        epoch_steps = data.sampler.steps_per_epoch
+        epoch_steps = data.steps_per_epoch
         total = args.warmup + args.steps + (args.profile_steps if args.profile else 0)
-        batches = data.batches(0, total)
-        counter = iter(range(total))
-
-        def views():
-            step = next(counter)
-            return data.augment(next(batches), step)
+        batches, views = data.batches(0, total), data.views
     else:
         from .data.views import view_specs
 
@@ -179,14 +173,14 @@ def pretraining(recipe: str, args, device, overrides: List[str], with_data: bool
         for spec in view_specs(cfg.data, cfg.method.views):
             x = torch.randn(cfg.batch_size, 3, spec.size, spec.size, device=device)
             fixed.setdefault(spec.kind, []).append(x.contiguous(memory_format=torch.channels_last))
+        batches, views = itertools.repeat(None), lambda batch, index: fixed
 
-        def views():
-            return fixed
-
-    forward, update = build_step(model, model, optimizer, cfg.compile, device)
+    train_step = Step(cfg, model, model, optimizer, views, device)
+    train_step.set_rates(cfg.optim.lr * 0.01, cfg.optim.lr)
+    index = itertools.count()
 
     def step():
-        train_step(forward, update, optimizer, views(), autocast, 0.996)
+        train_step(next(batches), next(index), 0.996)
 
     r = {**timed(step, args.steps, args.warmup, device), "images": cfg.batch_size}
     if epoch_steps:

@@ -9,9 +9,10 @@ set's file list (count, sha256, compressed names) so that a resume on a changed 
 difference, not a silent change of the sampler's order.
 
 The format (``SSL_FORMAT``) is train/'s own: ``load_ssl_checkpoint`` (also ``train.load_ssl_checkpoint``) reads it
-for continued training, evaluation and export. ``ladder_zoo.create_model(name, checkpoint_path=...)`` takes its
-online backbone as it takes any checkpoint's (the ``backbone.`` part of its ``model``; ``target_backbone.``, the
-EMA target, with ``ladder_zoo.weights.read_state_dict(path, target=True)``).
+for continued training, evaluation and export. Where its backbones are is the zoo's to say, as for any trainer's
+checkpoint (``ladder_zoo.layouts``: the online backbone and its EMA target, ``backbone.`` and ``target_backbone.``
+of ``model``): ``SSLCheckpoint.backbone_state_dict`` and ``create_backbone`` read them so, as does
+``ladder_zoo.create_model(name, checkpoint_path=...)``.
 """
 import errno
 import hashlib
@@ -28,9 +29,12 @@ import torch
 
 import ladder_zoo
 from ladder_zoo.errors import WeightsMismatchError
-from ladder_zoo.weights import BACKBONE_PREFIX, TARGET_PREFIX, torch_load
+from ladder_zoo.layouts import backbone
+from ladder_zoo.models import MODELS
+from ladder_zoo.weights import torch_load
 
 from .config import Config, to_dict
+from .model import build_backbone
 
 SSL_FORMAT = "ladder-zoo-ssl/1"
 
@@ -62,17 +66,22 @@ class SSLCheckpoint:
 
     def backbone_state_dict(self, target: bool = False) -> Dict[str, torch.Tensor]:
         """The online backbone (default) or the EMA target backbone, keyed like the zoo model."""
-        prefix = TARGET_PREFIX if target else BACKBONE_PREFIX
-        state = {k[len(prefix):]: v for k, v in self.model.items() if k.startswith(prefix)}
-        if not state:
-            what = "an EMA target backbone (SimSiam has none)" if target else "a backbone"
-            raise WeightsMismatchError(f"checkpoint {self.path} holds no {what}: no key starts with '{prefix}'.")
-        return state
+        try:
+            return backbone(self.model, "target" if target else "online").state
+        except WeightsMismatchError as e:
+            raise WeightsMismatchError(f"{self.path}: {e}") from None
 
     def create_backbone(self, target: bool = False, **kwargs) -> torch.nn.Module:
-        """``ladder_zoo.create_model(self.model_name, **kwargs)`` carrying this checkpoint's backbone weights."""
-        return ladder_zoo.create_model(self.model_name, checkpoint_path=self.path,
-                                       pretrained_weights="target" if target else "online", **kwargs)
+        """The run's backbone (its ``model`` with the recipe's ``model_kwargs``) carrying this checkpoint's online
+        weights, or with ``target=True`` its EMA target's: a zoo name through ``ladder_zoo.create_model`` with
+        ``kwargs`` (``features_only=True``, ...), a timm name as ``train.model.build_backbone`` makes it."""
+        kwargs = {**self.config.get("model_kwargs", {}), **kwargs}
+        if self.model_name in MODELS:
+            return ladder_zoo.create_model(self.model_name, checkpoint_path=self.path,
+                                           pretrained_weights="target" if target else "online", **kwargs)
+        model = build_backbone(self.model_name, **kwargs)  # timm's loader reads no training checkpoint
+        model.load_state_dict(self.backbone_state_dict(target))
+        return model
 
 
 def load_ssl_checkpoint(path: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> SSLCheckpoint:

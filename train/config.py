@@ -139,7 +139,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self) -> None:
-        from .step import compile_mode  # the modes live with the compiled step
+        from .compile_modes import compile_mode
 
         self.compile = compile_mode(self.compile)
 
@@ -326,9 +326,11 @@ def check_paths(cfg: Config) -> None:
                                 "folders under data.split) or a .tar / .tar.gz holding one")
     if cfg.resume in ("auto", "none"):
         return
+    from .checkpoint import LAST  # the run folder's newest checkpoint (checkpoint.py imports this module)
+
     path = Path(cfg.resume)
-    if path.is_dir() and not (path / "last.pt").is_file():
-        raise FileNotFoundError(f"resume={cfg.resume}: the folder holds no checkpoint (last.pt). Name a checkpoint "
+    if path.is_dir() and not (path / LAST).is_file():
+        raise FileNotFoundError(f"resume={cfg.resume}: the folder holds no checkpoint ({LAST}). Name a checkpoint "
                                 "file or a run folder that has one, or use resume=auto / resume=none")
     if not path.exists():
         raise FileNotFoundError(f"resume={cfg.resume}: no such checkpoint. Name a checkpoint file or a run folder, "

@@ -6,16 +6,18 @@
 
 Writes config.json, model.safetensors (in shards past ``--max-shard-size``, default 24 MB) and a README.md card with
 the recipe, the training state and any evaluation figures. Any run exports under any tag
-(``--out runs/R/export/<arch>.my_test``) and loads by path: ``create_model(arch, checkpoint_path=folder)``.
-``--register`` is for releases: a declared tag (``ladder-zoo list``) exported from a run that finished its recipe;
-it records every file's sha256 in the tracked ``ladder_zoo/releases.json`` so ``create_model(name, pretrained=True)``
-loads it (from the Hub, its cache, or this folder); ``--push-to-hub`` uploads the folder with huggingface_hub (and
+(``--out runs/R/export/<name>.my_test``, ``name`` the run's zoo model) and loads by path: ``create_model(name,
+checkpoint_path=folder)``. ``--register`` is for releases: a declared tag (``ladder-zoo list``) exported from a run
+that finished its recipe; it records every file's sha256 in the release record (the checkout's tracked
+``ladder_zoo/releases.json``, or ``$LADDER_ZOO_RELEASES``) so ``create_model(name, pretrained=True)`` loads it (from
+the Hub, its cache, or this folder); ``--push-to-hub`` uploads the folder with huggingface_hub (and
 records the commit when registering). An exported folder given in place of the checkpoint gets the evaluation
 ``--eval`` names (one that ran after the export, on another machine or once the run's checkpoints were gone): card
 and config.json as ``--eval`` writes them, the weights untouched; ``--register`` then re-records a release's sha256.
 """
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -31,28 +33,29 @@ from ladder_zoo.publish import HUB_MAX_SHARD_SIZE, register_release, with_evalua
 from ladder_zoo.weights import config_name
 
 from .checkpoint import SSLCheckpoint, load_ssl_checkpoint
-from .config import load_config, recipe_file
+from .config import load_config
 
+CHECKOUT = Path(__file__).resolve().parents[1]  # the source checkout of train/, where models.recipe_path points
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
 TAG = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def check_release(ckpt: SSLCheckpoint, checkpoint: Path, out: Path) -> None:
     """``--register`` records a release: only a declared tag, from a run of its own recipe that finished."""
-    arch, _, tag = out.name.partition(".")
-    declared = [t for t in models.default_cfgs[arch].tags if t] if arch in MODELS else []
+    name, _, tag = out.name.partition(".")
+    declared = [t for t in models.default_cfgs[name].tags if t] if name in MODELS else []
     if tag not in declared:
-        raise ValueError(f"--register records release tags only ({arch}: {', '.join(declared) or 'none declared'}); "
-                         f"'{tag}' is a run's own export: load it by path, create_model('{arch}', "
+        raise ValueError(f"--register records release tags only ({name}: {', '.join(declared) or 'none declared'}); "
+                         f"'{tag}' is a run's own export: load it by path, create_model('{name}', "
                          f"checkpoint_path='{out}'), without --register")
-    recipe = f"{arch}_{tag}"
+    recipe = Path(models.recipe_path(name, tag))
     total = ckpt.config["epochs"] * (ckpt.data or {}).get("steps_per_epoch", 0)
-    path = recipe_file(recipe)
+    path = CHECKOUT / recipe
     planned = load_config(str(path)).epochs if path.is_file() else ckpt.config["epochs"]
     shortened = ckpt.config["epochs"] != planned
-    if ckpt.config["name"] != recipe or ckpt.step < total or shortened:
+    if ckpt.config["name"] != recipe.stem or ckpt.step < total or shortened:
         epochs = f" ({ckpt.config['epochs']} epochs, the recipe's {planned})" if shortened else ""
-        raise ValueError(f"--register records finished runs of {models.recipe_path(arch, tag)}; {checkpoint} is recipe "
+        raise ValueError(f"--register records finished runs of {recipe}; {checkpoint} is recipe "
                          f"'{ckpt.config['name']}' at step {ckpt.step} of {total}{epochs}. Export it without "
                          "--register (it loads by path)")
 
@@ -64,12 +67,12 @@ def export(checkpoint: Path, out: Path, dtype: str = "fp16", eval_json: Optional
     ckpt = load_ssl_checkpoint(checkpoint)
     if release:
         check_release(ckpt, checkpoint, out)
-    arch = ckpt.model_name
-    if arch not in MODELS:
-        raise ValueError(f"{checkpoint} trained '{arch}', which is not a ladder-zoo name; only zoo models export.")
-    name, _, tag = out.name.partition(".")
-    if name != arch or not TAG.fullmatch(tag):
-        raise ValueError(f"--out must end in '{arch}.<tag>' (the Hub repository of one tag; a tag is letters, digits, "
+    name = ckpt.model_name
+    if name not in MODELS:
+        raise ValueError(f"{checkpoint} trained '{name}', which is not a ladder-zoo name; only zoo models export.")
+    out_name, _, tag = out.name.partition(".")
+    if out_name != name or not TAG.fullmatch(tag):
+        raise ValueError(f"--out must end in '{name}.<tag>' (the Hub repository of one tag; a tag is letters, digits, "
                          f"_ and -), got {out.name}")
     cfg = ckpt.config
     epochs_done = ckpt.step / (ckpt.data or {}).get("steps_per_epoch", 1)
@@ -77,7 +80,7 @@ def export(checkpoint: Path, out: Path, dtype: str = "fp16", eval_json: Optional
     extra = {"method": cfg["method"], "recipe": cfg["name"], "step": ckpt.step, "epochs": round(epochs_done, 3)}
     if evaluation:
         extra["evaluation"] = evaluation
-    return write_hub_folder(out, arch, tag, ckpt.backbone_state_dict(), dtype=DTYPES[dtype],
+    return write_hub_folder(out, name, tag, ckpt.backbone_state_dict(), dtype=DTYPES[dtype],
                             card_body=_card_body(ckpt, epochs_done), extra=extra, max_shard_size=max_shard_size)
 
 
@@ -128,18 +131,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.export", description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", type=Path,
                         help="a run's checkpoint (runs/R/last.pt), or an exported folder to add --eval to")
-    parser.add_argument("--out", type=Path, help="hub/<org>/<arch>.<tag> (with a checkpoint)")
+    parser.add_argument("--out", type=Path, help="hub/<org>/<name>.<tag> (with a checkpoint)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp16")
     parser.add_argument("--eval", type=Path, help="evaluation JSON (train.eval) to put in the card and config")
     parser.add_argument("--register", action="store_true",
-                        help="release: record the files' sha256 in ladder_zoo/releases.json (a declared tag from a "
-                             "finished run of its recipe)")
+                        help="release: record the files' sha256 in the checkout's ladder_zoo/releases.json or "
+                             "$LADDER_ZOO_RELEASES (a declared tag from a finished run of its recipe)")
     parser.add_argument("--push-to-hub", nargs="?", const="", metavar="REPO_ID",
                         help="upload the folder (repository id: the last two parts of --out unless given)")
     parser.add_argument("--max-shard-size", default=HUB_MAX_SHARD_SIZE, metavar="SIZE",
                         help=f"weights past this go into shards, e.g. 15MB (default {HUB_MAX_SHARD_SIZE}: hub/'s files "
                              "stay under 25 MB)")
     args = parser.parse_args(argv)
+    if args.register and hub.source_checkout() is None and not os.environ.get(hub.RELEASES_ENV):
+        parser.error(f"--register writes the release record of a source checkout, and ladder_zoo is imported from "
+                     f"{Path(hub.__file__).parent}, an installed package: run from the checkout (pip install -e .), or "
+                     f"set {hub.RELEASES_ENV} to the record to write")
     source = args.checkpoint
     if source.is_dir():  # an export that gets its evaluation
         repo_id = args.push_to_hub or "/".join(source.resolve().parts[-2:])
@@ -155,7 +162,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     elif not source.is_file():
         parser.error(f"{source}: no such checkpoint (a run folder's last.pt, written by train.pretrain) or folder")
     elif args.out is None:
-        parser.error("--out is required with a checkpoint: the folder hub/<org>/<arch>.<tag> to write")
+        parser.error("--out is required with a checkpoint: the folder hub/<org>/<name>.<tag> to write")
     else:
         try:
             folder = export(source, args.out, args.dtype, args.eval, release=args.register,

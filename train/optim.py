@@ -1,7 +1,7 @@
 """Optimizers: LARS, SGD and AdamW over parameter groups (no weight decay / no adaptation for bias and norm
-parameters, none on position embeddings and tokens), and setting a step's rates in them (``schedules.py`` computes
-them)."""
-from typing import Dict, List, Set
+parameters, none on position embeddings and tokens), and which of a step's rates each group takes (``schedules.py``
+computes them, ``step.Step.set_rates`` sets them)."""
+from typing import Dict, List, Optional, Set
 
 import torch
 from torch import nn
@@ -18,7 +18,9 @@ class LARS(torch.optim.Optimizer):
         v <- m v + r d,   w <- w - lr v
 
     Groups with ``lars=False`` (biases and norm parameters) take d = g + wd w unscaled; their weight decay is 0
-    in the groups ``param_groups`` builds.
+    in the groups ``param_groups`` builds. A group's ``lr`` is a float, or a 0-d tensor as torch's own optimizers
+    take one (``torch.optim.SGD``'s foreach step): a compiled update reads it at a fixed address (``train/step.py``),
+    and the step then reads no value back to the host.
     """
 
     def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001,
@@ -49,7 +51,7 @@ class LARS(torch.optim.Optimizer):
                 g_norm = torch.stack(torch._foreach_norm(grads))
                 ratio = torch.where((w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / (g_norm + wd * w_norm),
                                     torch.ones_like(w_norm))
-                if group["clip_lr"] and torch.is_tensor(lr):  # compiled step (train/step.py): no host read of lr
+                if group["clip_lr"] and torch.is_tensor(lr):  # no host read of a tensor lr
                     ratio = torch.where(lr > 0, ratio.clamp(max=lr) / lr.clamp(min=1e-30), ratio)
                 elif group["clip_lr"] and lr > 0:
                     ratio = ratio.clamp(max=lr) / lr
@@ -62,7 +64,7 @@ class LARS(torch.optim.Optimizer):
                 buffers.append(state["momentum_buffer"])
             torch._foreach_mul_(buffers, group["momentum"])
             torch._foreach_add_(buffers, updates)
-            if torch.is_tensor(lr):
+            if torch.is_tensor(lr):  # as torch.optim.SGD's foreach step with a tensor lr
                 torch._foreach_add_(params, torch._foreach_mul(buffers, -lr))
             else:
                 torch._foreach_add_(params, buffers, alpha=-lr)
@@ -113,21 +115,22 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, predictors: List[nn.Para
     raise ValueError(f"optim.name='{cfg.name}': choose lars, sgd or adamw")
 
 
+def group_rates(group: Dict, lr: float, peak: float, weight_decay: Optional[float] = None) -> Dict[str, float]:
+    """A step's rates in one parameter group: ``lr`` (``peak`` in the fixed-lr predictor's group) and, when given
+    (``optim.weight_decay_end``'s schedule), ``weight_decay`` in the decayed groups."""
+    rates = {"lr": peak if group.get("fixed_lr") else lr}
+    if weight_decay is not None and group.get("decay"):
+        rates["weight_decay"] = weight_decay
+    return rates
+
+
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float, peak: float) -> None:
-    """Set every group's lr; an lr held as a device tensor (compiled step) is refilled in place."""
+    """Every group's lr (``group_rates``), in an eager loop; a run's steps set theirs with ``step.Step.set_rates``."""
     for group in optimizer.param_groups:
-        value = peak if group.get("fixed_lr") else lr
-        if torch.is_tensor(group["lr"]):
-            group["lr"].fill_(value)
-        else:
-            group["lr"] = value
+        group["lr"] = group_rates(group, lr, peak)["lr"]
 
 
 def set_weight_decay(optimizer: torch.optim.Optimizer, wd: float) -> None:
-    """Set the decayed groups' weight decay; one held as a device tensor (compiled step) is refilled in place."""
+    """The decayed groups' weight decay (``group_rates``), in an eager loop."""
     for group in optimizer.param_groups:
-        if group.get("decay"):
-            if torch.is_tensor(group["weight_decay"]):
-                group["weight_decay"].fill_(wd)
-            else:
-                group["weight_decay"] = wd
+        group["weight_decay"] = group_rates(group, 0.0, 0.0, wd).get("weight_decay", group["weight_decay"])

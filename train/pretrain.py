@@ -3,7 +3,7 @@
     torchrun --nproc_per_node=G [--nnodes=N --rdzv_endpoint=...] -m train.pretrain --config train/configs/R.yaml [k=v ...]
     python -m train.pretrain --config train/configs/R.yaml [key=value ...]      (one process, CPU included)
 
-The path of one batch, top to bottom in ``train``:
+The path of one batch, top to bottom in ``train`` (the step itself: ``train/step.py``):
     images (sampler: step -> indices) -> views (augmentation, per-image randomness) -> online backbone features
     per level -> projector -> predictor | target projection -> per-level losses -> weighted sum -> backward
     -> optimizer step -> EMA update -> log (loss per level, collapse std, img/s) -> checkpoint.
@@ -24,10 +24,10 @@ from . import checkpoint, distributed, preemption
 from .config import Config, check, check_paths, load_config, to_dict
 from .data import build_pipeline
 from .model import build_model
-from .optim import build_optimizer, set_learning_rate, set_weight_decay
+from .optim import build_optimizer
 from .runlog import RunLog
 from .schedules import describe_lr, ema_tau, learning_rate, lr_scale, weight_decay
-from .step import build_step
+from .step import Step
 
 
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
@@ -51,7 +51,7 @@ def _train(cfg: Config, preempt: preemption.Watch) -> Path:
     torch.manual_seed(cfg.seed)
     run_dir = cfg.run_dir
     data = build_pipeline(cfg, env.rank, env.world, env.device)
-    steps_per_epoch = data.sampler.steps_per_epoch
+    steps_per_epoch = data.steps_per_epoch
     total = cfg.epochs * steps_per_epoch
     stop = min(total, cfg.max_steps or total)
 
@@ -62,17 +62,14 @@ def _train(cfg: Config, preempt: preemption.Watch) -> Path:
     model = model.to(env.device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
     optimizer = build_optimizer(model, cfg.optim, model.predictor_parameters())
     checkpoints = checkpoint.Checkpoints(run_dir, cfg.keep_checkpoints)
-    files = checkpoint.data_fingerprint(data.images.names)  # a resume on changed files is an error
+    files = checkpoint.data_fingerprint(data.names)  # a resume on changed files is an error
     resumed = checkpoint.find_resume(cfg)
     start = checkpoint.restore(resumed, cfg, model, optimizer, files) if resumed else 0
     net = model
     if env.world > 1:
         net = DistributedDataParallel(model, device_ids=[env.device] if env.device.type == "cuda" else None,
                                       broadcast_buffers=False)
-    # eager, or compiled parts; under CUDA graphs the GPU pipeline's augmentation begins each step, not the forward
-    forward, update = build_step(net, model, optimizer, cfg.compile, env.device, cfg.name,
-                                 marks_step=not getattr(data, "cudagraphs", False))
-    autocast = torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
+    train_step = Step(cfg, net, model, optimizer, data.views, env.device)  # eager, or compiled (train/step.py)
 
     log = RunLog(run_dir, env.main, cfg.tensorboard, cfg.progress, start, stop, cfg.batch_size)
     if env.main:
@@ -91,14 +88,11 @@ def _train(cfg: Config, preempt: preemption.Watch) -> Path:
     batches = log.timed(data.batches(start, stop))
     peak_lr = cfg.optim.lr * lr_scale(cfg)
     for step in range(start, stop):
-        batch = next(batches)  # load
-        views = data.augment(batch, step)  # augment, on the device for the gpu pipeline
         lr = learning_rate(step, cfg, steps_per_epoch)
-        set_learning_rate(optimizer, lr, peak_lr)
-        if cfg.optim.weight_decay_end is not None:
-            set_weight_decay(optimizer, weight_decay(step, cfg, steps_per_epoch))
+        decay = weight_decay(step, cfg, steps_per_epoch) if cfg.optim.weight_decay_end is not None else None
+        train_step.set_rates(lr, peak_lr, decay)
         tau = ema_tau(step, total, cfg.method.tau, cfg.method.tau_end)
-        out = train_step(forward, update, optimizer, views, autocast, tau, cfg.optim.clip_grad)
+        out = train_step(next(batches), step, tau)  # views of the loaded batch -> forward -> backward -> update
         nonfinite += ~torch.isfinite(out["loss"].detach())
         log.accumulate(out)
         log.step()
@@ -125,25 +119,6 @@ def _train(cfg: Config, preempt: preemption.Watch) -> Path:
     return run_dir
 
 
-def train_step(forward, update, optimizer: torch.optim.Optimizer, views, autocast, tau: float,
-               clip_grad: Optional[float] = None):
-    """Forward (features per level -> heads -> per-level losses, weighted sum in ``loss``), backward, gradient
-    norm clipped to ``clip_grad`` (if set), then ``update``: optimizer step and EMA update of the target (BYOL;
-    a no-op for SimSiam). ``forward`` and ``update`` are eager or compiled (``step.build_step``). Returns the
-    forward's outputs."""
-    # the last step's gradients go before this step begins: every step's are new outputs of the backward (under
-    # CUDA graphs, memory the next step reclaims; train/step.py), never written once the step has ended
-    optimizer.zero_grad(set_to_none=True)
-    with autocast:
-        out = forward(views)
-    out["loss"].backward()
-    if clip_grad:
-        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"] if p.grad is not None],
-                                       clip_grad)
-    update(tau)
-    return out
-
-
 def _check_normalisation(cfg: Config, backbone: torch.nn.Module) -> None:
     """A zoo model's exported weights declare its pretrained_cfg mean / std: training must use the same."""
     if cfg.model not in MODELS:
@@ -161,7 +136,7 @@ def _check_normalisation(cfg: Config, backbone: torch.nn.Module) -> None:
 def _guard(nonfinite: torch.Tensor, model: torch.nn.Module, checked: int, done: int, run_dir: Path) -> None:
     weights_finite = torch.isfinite(torch.stack(torch._foreach_norm(list(model.parameters())))).all()
     if bool(nonfinite > 0) or not bool(weights_finite):
-        last = run_dir / "last.pt"
+        last = run_dir / checkpoint.LAST
         kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
         raise TrainingDiverged(
             f"the loss or the weights became non-finite between steps {checked} and {done}; {kept}. Lower optim.lr "

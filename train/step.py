@@ -1,4 +1,7 @@
-"""How the parts of a training step run: eagerly, or compiled (the recipe's ``compile``).
+"""A run's training step, in one place: ``Step`` makes the batch's views, then ``train_step`` runs the forward
+(features per level -> heads -> per-level losses, weighted sum), the backward, gradient clipping and ``Update``
+(optimizer step, then the EMA update of the target); the loop of ``train/pretrain.py`` and ``train/bench.py`` call
+it. Each part runs eagerly or compiled, as the recipe's ``compile`` says (``compile_modes.py``):
 
     none             eager PyTorch: the fallback, and the reference the tests compare the others with
     default          torch.compile (Inductor): forward and losses as fused graphs, their backward compiled by
@@ -6,18 +9,19 @@
     max-autotune     the same with GEMM / Triton autotuning (longer compiles), without CUDA graphs
     reduce-overhead  the same as default, replayed as CUDA graphs (no per-kernel launch cost: small models)
 
-``true`` / ``false`` (older recipes and checkpoints) read as default / none. The step itself stays in
-``train.pretrain.train_step`` (forward -> backward -> ``update``: optimizer step and EMA); this module only
-builds its ``forward`` and ``update``. With ``update`` compiled, the learning rates and the EMA rate are 0-d
-tensors on the device, refilled every step (``optim.set_learning_rate``), so a new value is a new input, not
-a recompilation; nothing in a step reads a value back to the host.
+``true`` / ``false`` (older recipes and checkpoints) read as default / none. With ``update`` compiled, the learning
+rates and the EMA rate are 0-d tensors on the device, refilled every step (``Step.set_rates``), so a new value is a
+new input, not a recompilation; nothing in a step reads a value back to the host. The GPU pipeline's in-memory
+augmentation is compiled in the same mode (``data/gpu_augment.py``): it is the first compiled call of a step.
 
-reduce-overhead replays the forward, its backward and the update as one tree of CUDA graphs (torch's "CUDAGraph
-Trees"), whose outputs live in one memory pool that each step reuses. torch's rule for a whole training step
-(the CUDAGraph Trees page, "Limitations": memory cannot persist between runs through the model) is kept so:
-- each step is one generation: its first compiled call marks the begin (``torch.compiler.cudagraph_mark_step_begin``;
-  the forward, or the GPU pipeline's augmentation before it), so the update, a later compiled call, reads the
-  backward's outputs of the same step instead of starting a new generation that frees them;
+reduce-overhead replays the step's graphs (a compiled augmentation, the forward, its backward, the update) as one
+tree of CUDA graphs (torch's "CUDAGraph Trees"), whose outputs live in one memory pool that each step reuses.
+torch's rule for a whole training step (the CUDAGraph Trees page, "Limitations": memory cannot persist between
+runs through the model) is kept so:
+- each step is one generation: ``Step`` marks its begin (``torch.compiler.cudagraph_mark_step_begin``) before
+  the views are made, so the step's first compiled call (the augmentation or the forward) begins it and the update,
+  a later compiled call, reads the backward's outputs of the same step instead of starting a new generation that
+  frees them;
 - the gradients are fresh outputs of the compiled backward every step: ``train_step`` sets them to None before
   the forward (``zero_grad(set_to_none=True)``), and the update graph reads them where the backward wrote them,
   without a copy. Zeroing them in place instead writes into memory that the next step's graphs have reclaimed:
@@ -36,30 +40,17 @@ import re
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional
 
 import torch
 
-COMPILE_MODES: Dict[str, Any] = {
-    "none": None, "default": "default", "max-autotune": "max-autotune-no-cudagraphs",
-    "reduce-overhead": "reduce-overhead",
-}
+from .compile_modes import compile_mode, compile_options
+from .config import Config
+from .data.pipeline import Views
+from .optim import group_rates
+
 CACHE_ENV = "LADDER_ZOO_COMPILE_CACHE"
 CACHE_AFTER_STEPS = 3  # every graph (forward, backward, update) has compiled by then, recompilations included
-
-
-def compile_mode(value: Any) -> str:
-    """The mode named by a recipe's ``compile`` (booleans of older recipes included)."""
-    if isinstance(value, bool):
-        return "default" if value else "none"
-    if value not in COMPILE_MODES:
-        raise ValueError(f"compile={value!r}: choose one of {', '.join(COMPILE_MODES)}")
-    return value
-
-
-def compile_options(mode: str) -> Dict[str, Any]:
-    """``torch.compile`` keyword arguments of a mode other than none."""
-    return {"mode": COMPILE_MODES[compile_mode(mode)]}
 
 
 def stack_key(device: torch.device) -> str:
@@ -139,35 +130,62 @@ class Update:
         self.compiled(self.tau)
 
 
-class Forward:
-    """The compiled forward of a step: under CUDA graphs it begins the step's generation (unless ``marks_step`` is
-    False: a compiled call before it did); it saves the compile cache once the first steps compiled every graph."""
+class Step:
+    """A run's training step, eager or compiled as ``cfg.compile`` says: ``step(batch, index, tau)`` makes the views
+    of step ``index``'s batch (``views(batch, index)``: the data pipeline's) and runs ``train_step`` on them, with
+    ``cfg``'s autocast and gradient clipping; ``set_rates`` sets the step's learning rates and weight decay before.
+    ``net`` is the module to run forward (the model, or its DDP wrapper), ``model`` the model itself (its EMA update).
+    A compiled run saves its compile cache as ``cfg.name`` (with ``$LADDER_ZOO_COMPILE_CACHE``; the first process of a
+    distributed run writes it)."""
 
-    def __init__(self, net: torch.nn.Module, mode: str, cache: Optional[CompileCache] = None, marks_step=True):
-        self.compiled = torch.compile(net, **compile_options(mode))
-        self.marks_step = marks_step and mode == "reduce-overhead"
-        self.cache, self.calls = cache, 0
+    def __init__(self, cfg: Config, net: torch.nn.Module, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 views: Callable[[Any, int], Views], device: torch.device):
+        mode = compile_mode(cfg.compile)
+        self.optimizer, self.views, self.clip_grad = optimizer, views, cfg.optim.clip_grad
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
+        self.update = Update(model, optimizer, mode, device)
+        self.forward, self.cache, self.calls = net, None, 0
+        self.marks_step = mode == "reduce-overhead"
+        if mode != "none":
+            self.forward = torch.compile(net, **compile_options(mode))
+            if os.environ.get(CACHE_ENV):
+                writer = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+                self.cache = CompileCache(Path(os.environ[CACHE_ENV]), f"{cfg.name}.{mode}", device, writer)
 
-    def __call__(self, views):
+    def set_rates(self, lr: float, peak: float, weight_decay: Optional[float] = None) -> None:
+        """The step's rates (``optim.group_rates``: ``lr``, ``peak`` in the fixed-lr predictor's group, and a scheduled
+        ``weight_decay``) into the optimizer's groups; a rate the compiled update reads as a tensor is refilled in
+        place, at its address."""
+        for group in self.optimizer.param_groups:
+            for key, value in group_rates(group, lr, peak, weight_decay).items():
+                if torch.is_tensor(group[key]):
+                    group[key].fill_(value)
+                else:
+                    group[key] = value
+
+    def __call__(self, batch: Any, index: int, tau: float) -> Dict[str, torch.Tensor]:
         if self.cache is not None and self.calls == CACHE_AFTER_STEPS:
             self.cache.save()
         self.calls += 1
-        if self.marks_step:
-            torch.compiler.cudagraph_mark_step_begin()  # forward, backward and update: one step, one generation
-        return self.compiled(views)
+        if self.marks_step:  # this step's compiled calls, from the augmentation to the update: one generation
+            torch.compiler.cudagraph_mark_step_begin()
+        return train_step(self.forward, self.update, self.optimizer, self.views(batch, index), self.autocast, tau,
+                          self.clip_grad)
 
 
-def build_step(net: torch.nn.Module, model: torch.nn.Module, optimizer: torch.optim.Optimizer, mode: str,
-               device: torch.device, name: str = "step", marks_step: bool = True) -> Tuple[Callable, Update]:
-    """(forward, update) of ``train.pretrain.train_step`` for the mode. ``net`` is the module to run forward
-    (the model, or its DDP wrapper), ``model`` the model itself (its EMA update); ``name`` names the compile
-    cache this run saves (with ``$LADDER_ZOO_COMPILE_CACHE``; the first process of a distributed run saves it);
-    ``marks_step=False`` where the views come from a compiled call that began the step (GpuPipeline.augment)."""
-    mode = compile_mode(mode)
-    if mode == "none":
-        return net, Update(model, optimizer, mode, device)
-    cache = None
-    if os.environ.get(CACHE_ENV):
-        writer = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
-        cache = CompileCache(Path(os.environ[CACHE_ENV]), f"{name}.{mode}", device, writer)
-    return Forward(net, mode, cache, marks_step), Update(model, optimizer, mode, device)
+def train_step(forward: Callable[[Views], Dict[str, torch.Tensor]], update: Update, optimizer: torch.optim.Optimizer,
+               views: Views, autocast, tau: float, clip_grad: Optional[float] = None) -> Dict[str, torch.Tensor]:
+    """Forward (features per level -> heads -> per-level losses, weighted sum in ``loss``), backward, gradient
+    norm clipped to ``clip_grad`` (if set), then ``update``: optimizer step and EMA update of the target (BYOL;
+    a no-op for SimSiam). Returns the forward's outputs."""
+    # the last step's gradients go before this step begins: every step's are new outputs of the backward (under
+    # CUDA graphs, memory the next step reclaims), never written once the step has ended
+    optimizer.zero_grad(set_to_none=True)
+    with autocast:
+        out = forward(views)
+    out["loss"].backward()
+    if clip_grad:
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"] if p.grad is not None],
+                                       clip_grad)
+    update(tau)
+    return out

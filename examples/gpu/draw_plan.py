@@ -13,6 +13,7 @@ made at once, returns at END_S, when that process has packed what it did. Times 
     FINISH_BY = PACK_AT - MARGIN_S - EXPORT_S          (a run ending later cannot be exported: never started)
     EVAL_BY   = FINISH_BY - EVAL_S - ATTACH_S          (a run ending later is exported and registered only)
 """
+import importlib.util
 import json
 import statistics
 import sys
@@ -36,7 +37,6 @@ EXPORT_FORMAT = ["--dtype", "fp16", "--max-shard-size", "15MB"]  # train.export:
 OPTIMISM = 1.25  # an entry not measured yet is taken to be at most this much faster than the fastest run measured
 PAIR_SLACK = 1.25  # a second run starts beside one only if that one would finish even this much slower
 LOSS_TOLERANCE = 0.05  # largest relative difference of a compiled mode's window losses from eager's
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 CIFAR10_TRAIN = 50_000  # images of CIFAR-10's train split, the queue's data, before the draw counts them
 H100 = ROOT / "results" / "h100_2026-11-23"  # the first GPU run, the figures the plan rests on
 
@@ -216,13 +216,22 @@ def last_line(path: Path) -> str:
     return lines[-1][-300:] if lines else "no output"
 
 
+def image_suffixes() -> tuple:
+    """ladder_zoo/image_files.py's IMAGE_SUFFIXES, that file loaded alone (the package's __init__ imports torch)."""
+    spec = importlib.util.spec_from_file_location("image_files", ROOT / "ladder_zoo" / "image_files.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.IMAGE_SUFFIXES
+
+
 def count_train_images(data: Path) -> int:
     """Images of the train split (train.data.ImageFolder's rule: train/<class>/<image>), without decoding."""
+    suffixes = image_suffixes()
     if data.is_dir():
-        return sum(1 for p in (data / "train").glob("*/*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        return sum(1 for p in (data / "train").glob("*/*") if p.suffix.lower() in suffixes)
     with tarfile.open(data, "r:*") as tar:
         names = [m.name[2:] if m.name.startswith("./") else m.name for m in tar if m.isfile()]
-    return sum(1 for n in names if n.startswith("train/") and n.count("/") == 2 and n.lower().endswith(IMAGE_SUFFIXES))
+    return sum(1 for n in names if n.startswith("train/") and n.count("/") == 2 and n.lower().endswith(suffixes))
 
 
 # --- the plan, printed by --plan ------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """What the mmdet and mmseg adapters share: the zoo backbone and the ``ladder-zoo://`` checkpoint scheme.
 
-Both go in mmengine's root ``MODELS`` registry and ``CheckpointLoader``, which mmdet's and mmseg's registries
-(its children) fall back to: ``MODELS.build(dict(type="LadderZooBackbone", ...))`` finds the backbone from
-mmengine's, mmdet's and mmseg's registry alike, and mmengine alone (``pip install mmengine``) is enough to register
-them. Importing this module imports no OpenMMLab framework.
+Both go in mmengine's root ``MODELS`` registry (``MMENGINE_MODELS`` here: the zoo's own table is ``models.MODELS``)
+and ``CheckpointLoader``, which mmdet's and mmseg's registries (its children) fall back to:
+``MODELS.build(dict(type="LadderZooBackbone", ...))`` finds the backbone from mmengine's, mmdet's and mmseg's registry
+alike, and mmengine alone (``pip install mmengine``) is enough to register them. Importing this module imports no
+OpenMMLab framework; ``MMENGINE_MODELS`` is None without mmengine.
 """
 from typing import Dict, Optional, Sequence
 
@@ -24,12 +25,12 @@ def convert_state_dict(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.T
 
 try:
     from mmengine.model import BaseModule
-    from mmengine.registry import MODELS
+    from mmengine.registry import MODELS as MMENGINE_MODELS
     from mmengine.runner import CheckpointLoader
 except ImportError:  # mmengine is optional: the converters need none of it
-    MODELS = None
+    MMENGINE_MODELS = None
 
-if MODELS is not None:
+if MMENGINE_MODELS is not None:
 
     @CheckpointLoader.register_scheme(prefixes=SCHEME)
     def load_from_ladder_zoo(filename: str, map_location=None) -> Dict[str, torch.Tensor]:
@@ -41,7 +42,7 @@ if MODELS is not None:
         return convert_state_dict(model.state_dict())
 
 
-    @MODELS.register_module()
+    @MMENGINE_MODELS.register_module()
     class LadderZooBackbone(BaseModule):
         """A zoo model as an mmdet / mmseg backbone: a tuple of its ``out_indices`` stages (1..4 = res2..res5).
 

@@ -20,9 +20,10 @@ from typing import Dict, Optional
 import torch
 
 from ._common import model_to_convert, pixel_stats, resnet_depth
-from ._mmengine import MODELS, SCHEME, convert_state_dict  # noqa: F401  (SCHEME: this module's API before _mmengine)
+# SCHEME: this module's API before _mmengine
+from ._mmengine import MMENGINE_MODELS, SCHEME, convert_state_dict  # noqa: F401
 
-if MODELS is not None:  # mmengine installed: the backbone and the scheme are registered
+if MMENGINE_MODELS is not None:  # mmengine installed: the backbone and the scheme are registered
     from ._mmengine import LadderZooBackbone, load_from_ladder_zoo  # noqa: F401  (as this module's, before _mmengine)
 
 

@@ -16,17 +16,17 @@ head's ``in_channels`` (the channels of the level its ``in_index`` picks) and th
 ``model.backbone.name``, puts any zoo name FCN-D8 can dilate (r18, r50, convnext_t) into the same config.
 """
 from ._common import pixel_stats
-from ._mmengine import MODELS as MMENGINE_MODELS  # registers LadderZooBackbone and ladder-zoo://
+from ._mmengine import MMENGINE_MODELS  # registers LadderZooBackbone and ladder-zoo://
 
 try:
     from mmseg.models.segmentors import EncoderDecoder
-    from mmseg.registry import MODELS
+    from mmseg.registry import MODELS as MMSEG_MODELS
 except ImportError:  # mmseg is optional; without it, mmengine's registrations above still stand
-    MODELS = None
+    MMSEG_MODELS = None
 
-if MODELS is not None and MMENGINE_MODELS is not None:
+if MMSEG_MODELS is not None and MMENGINE_MODELS is not None:
 
-    @MODELS.register_module()
+    @MMSEG_MODELS.register_module()
     class LadderZooEncoderDecoder(EncoderDecoder):
         """mmseg's ``EncoderDecoder`` on a ``LadderZooBackbone``, its heads' ``in_channels`` and pixel mean / std
         read off the backbone."""
@@ -40,7 +40,7 @@ if MODELS is not None and MMENGINE_MODELS is not None:
                                  "(or checkpoint=); set model.pretrained=None.")
             super().__init__(backbone, decode_head, data_preprocessor=data_preprocessor, **kwargs)
             if isinstance(data_preprocessor, dict):  # rebuilt with the statistics of the weights just loaded
-                self.data_preprocessor = MODELS.build({**data_preprocessor, **pixel_stats(self.backbone.body)})
+                self.data_preprocessor = MMSEG_MODELS.build({**data_preprocessor, **pixel_stats(self.backbone.body)})
 
         def _init_decode_head(self, decode_head) -> None:
             super()._init_decode_head(self._with_in_channels(decode_head))

@@ -8,13 +8,13 @@ from ..config import Config
 from .cpu_augment import CpuPipeline
 from .gpu_augment import GpuPipeline
 from .imagefolder import ImageFolder
+from .pipeline import Pipeline
 from .sampler import StepSampler
 from .views import view_specs
 
 
-def build_pipeline(cfg: Config, rank: int, world: int, device: torch.device):
-    """The configured pipeline over ``cfg.data``: ``batches(start, stop)`` to iterate, ``augment(batch, step)``
-    to get the views on the device, ``bad_images`` listing images that could not be decoded."""
+def build_pipeline(cfg: Config, rank: int, world: int, device: torch.device) -> Pipeline:
+    """The configured pipeline over ``cfg.data`` for process ``rank`` of ``world`` (``pipeline.Pipeline``)."""
     data = dataclasses.replace(cfg.data, workers=usable_workers(cfg.data.workers))
     images = ImageFolder(data.path, data.split)
     sampler = StepSampler(len(images), cfg.batch_size, cfg.seed, rank, world)
@@ -22,7 +22,7 @@ def build_pipeline(cfg: Config, rank: int, world: int, device: torch.device):
     if data.pipeline == "cpu":
         return CpuPipeline(images, specs, data, sampler, device, cfg.channels_last)
     if data.pipeline == "gpu":
-        return GpuPipeline(images, specs, data, sampler, device, cfg.channels_last, cfg.seed, cfg.compile)
+        return GpuPipeline(images, specs, data, sampler, device, cfg.channels_last, cfg.compile)
     raise ValueError(f"data.pipeline='{cfg.data.pipeline}': choose gpu or cpu")
 
 
@@ -35,4 +35,4 @@ def usable_workers(asked: int) -> int:
     return min(asked, per_process)
 
 
-__all__ = ["ImageFolder", "StepSampler", "build_pipeline", "usable_workers", "view_specs"]
+__all__ = ["ImageFolder", "Pipeline", "StepSampler", "build_pipeline", "usable_workers", "view_specs"]

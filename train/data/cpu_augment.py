@@ -13,6 +13,7 @@ from torchvision.transforms import InterpolationMode, v2
 
 from ..config import DataConfig
 from .imagefolder import ImageFolder, record_unreadable
+from .pipeline import Pipeline, Views
 from .sampler import StepPlan, StepSampler
 from .views import ViewSpec, group_views
 
@@ -98,26 +99,24 @@ def collate(samples):
     return views, [name for s in samples for name in s[1]]
 
 
-class CpuPipeline:
-    """Batches of augmented views from DataLoader workers; ``augment`` only moves them to the device."""
+class CpuPipeline(Pipeline):
+    """The views made in DataLoader workers, image by image: a batch is the step's views already; ``views`` moves
+    them to the device."""
 
     def __init__(self, images: ImageFolder, specs: List[ViewSpec], data: DataConfig, sampler: StepSampler,
                  device: torch.device, channels_last: bool):
-        self.images, self.dataset = images, AugmentedImages(images, specs, data)
-        self.specs, self.data, self.sampler = specs, data, sampler
-        self.device = device
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.bad_images: List[str] = []  # each unreadable file once, in the order met
+        super().__init__(images, specs, data, sampler, device, channels_last)
+        self.dataset = AugmentedImages(images, specs, data)
 
-    def batches(self, start_step: int, stop_step: int) -> Iterator:
+    def batches(self, start: int, stop: int) -> Iterator[List[torch.Tensor]]:
         loader = torch.utils.data.DataLoader(
-            self.dataset, batch_sampler=StepPlan(self.sampler, start_step, stop_step), num_workers=self.data.workers,
+            self.dataset, batch_sampler=StepPlan(self.sampler, start, stop), num_workers=self.data.workers,
             collate_fn=collate, pin_memory=self.device.type == "cuda", prefetch_factor=4 if self.data.workers else None,
         )
         for views, bad in loader:
             record_unreadable(self.bad_images, bad)
             yield views
 
-    def augment(self, batch, step: int):
-        views = [v.to(self.device, non_blocking=True, memory_format=self.memory_format) for v in batch]
-        return group_views(self.specs, views)
+    def views(self, batch: List[torch.Tensor], step: int) -> Views:
+        return group_views(self.specs, [v.to(self.device, non_blocking=True, memory_format=self.memory_format)
+                                        for v in batch])

@@ -12,7 +12,7 @@ The operations and their parameter distributions are those of torchvision.transf
     saturation, hue in a random order per image) -> grayscale -> Gaussian blur -> solarize -> normalise
 
 A step's augmentation is a pure function of (uint8 images, the step's uniform draws): ``step_draws`` makes the
-draws of every view at once for the *global* batch from one generator (made once, re-seeded with (seed, step))
+draws of every view at once for the *global* batch from one generator (made once, re-seeded with the step's seed)
 and slices them to this process's images, so the views do not depend on the number of processes (DDP equals
 one process) and a resumed run repeats them exactly. ``make_augment`` gives the function of (images, sizes,
 draws) -> views, free of host syncs and data-dependent Python control flow, which ``torch.compile(fullgraph=True)``
@@ -24,10 +24,12 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Un
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from ..compile_modes import compile_options
 from ..config import AugmentConfig, DataConfig
 from .imagefolder import ImageFolder, decode_rgb, record_unreadable
 from .memory_cache import decoded_set
 from .ops import box_mask, color_jitter, crop_resize, gaussian_blur, grayscale, random_boxes
+from .pipeline import Pipeline, Views
 from .sampler import StepPlan, StepSampler
 from .views import ViewSpec, group_views
 
@@ -50,25 +52,12 @@ def _col(u: torch.Tensor, name: str) -> torch.Tensor:
     return u[:, s.start] if s.stop - s.start == 1 else u[:, s]
 
 
-def step_draws(generator: torch.Generator, seed: int, step: int, n_views: int, n_global: int,
-               local: slice) -> torch.Tensor:
+def step_draws(generator: torch.Generator, step_seed: int, n_views: int, n_global: int, local: slice) -> torch.Tensor:
     """Uniform draws [B_local, n_views, DRAWS_PER_VIEW] of a step: drawn for the global batch from ``generator``
-    re-seeded with (seed, step), then sliced to this process's images."""
-    generator.manual_seed(seed * 1_000_003 + step)
+    re-seeded with the step's seed (``StepSampler.step_seed``), then sliced to this process's images."""
+    generator.manual_seed(step_seed)
     u = torch.rand(n_global, n_views, DRAWS_PER_VIEW, generator=generator, device=generator.device)
     return u[local]
-
-
-class Draw:
-    """One view's draws [n_global, DRAWS_PER_VIEW] from a generator, sliced to ``local``: for the eager callers
-    (evaluation, tests) that augment one view at a time with ``augment_view``."""
-
-    def __init__(self, generator: torch.Generator, n_global: int, local: slice):
-        self.generator, self.n_global, self.local = generator, n_global, local
-
-    def __call__(self) -> torch.Tensor:
-        device = self.generator.device
-        return torch.rand(self.n_global, DRAWS_PER_VIEW, generator=self.generator, device=device)[self.local]
 
 
 def view_from_draws(images: torch.Tensor, sizes: torch.Tensor, u: torch.Tensor, spec: ViewSpec,
@@ -129,11 +118,13 @@ def as_batch(images: Images) -> Tuple[torch.Tensor, torch.Tensor]:
     return batch, sizes
 
 
-def augment_view(images: Images, spec: ViewSpec, data: DataConfig, draw: Draw) -> torch.Tensor:
-    """One view of a batch, eagerly, with the draws of ``draw`` (evaluation and tests)."""
+def augment_view(images: Images, spec: ViewSpec, data: DataConfig, generator: torch.Generator) -> torch.Tensor:
+    """One view of a batch, eagerly, its draws taken from ``generator`` (evaluation and tests: a training step draws
+    every view of its global batch at once, ``step_draws``)."""
     batch, sizes = as_batch(images)
     mean, std = normalisation(data, batch.device)
-    return view_from_draws(batch, sizes, draw(), spec, data.augment, mean, std)
+    u = torch.rand(len(batch), DRAWS_PER_VIEW, generator=generator, device=generator.device)
+    return view_from_draws(batch, sizes, u, spec, data.augment, mean, std)
 
 
 class RawBytes(torch.utils.data.Dataset):
@@ -148,23 +139,20 @@ class RawBytes(torch.utils.data.Dataset):
         return index, torch.frombuffer(bytearray(self.images.read(index)), dtype=torch.uint8)
 
 
-class GpuPipeline:
-    """Batches of images (indices into the on-device set, or encoded bytes) and their augmentation on the device.
+class GpuPipeline(Pipeline):
+    """The views made on the device: a batch is the step's images (indices into the on-device set, or encoded bytes
+    read by DataLoader workers); ``views`` decodes and augments them.
 
-    ``compile``: a torch.compile mode (``step.py``) or "none"; the in-memory path's augmentation is then one
+    ``compile``: a compile mode (``compile_modes.py``) or "none"; the in-memory path's augmentation is then one
     compiled graph per step (``fullgraph=True``); the file path stays eager (a new padded shape every step).
     """
 
     def __init__(self, images: ImageFolder, specs: List[ViewSpec], data: DataConfig, sampler: StepSampler,
-                 device: torch.device, channels_last: bool, seed: int, compile: str = "none"):
-        self.images, self.specs, self.data, self.sampler = images, specs, data, sampler
-        self.device, self.seed = device, seed
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.bad_images: List[str] = []  # each unreadable file once, in the order met
+                 device: torch.device, channels_last: bool, compile: str = "none"):
+        super().__init__(images, specs, data, sampler, device, channels_last)
         self.generator = torch.Generator(device)  # made once, re-seeded every step
         self.augment_eager = make_augment(specs, data, device, self.memory_format)
         self.augment_fn = self.augment_eager
-        self.cudagraphs = compile == "reduce-overhead"  # a step's first compiled call starts a new CUDA graph step
         self.cache: Optional[torch.Tensor] = None
         if data.in_memory:
             cache, bad = decoded_set(images, self._decode_all)
@@ -173,8 +161,6 @@ class GpuPipeline:
             self.sizes = torch.tensor(self.cache.shape[2:], device=device, dtype=torch.float32).expand(
                 sampler.local_batch, 2)
             if compile != "none":
-                from ..step import compile_options
-
                 self.augment_fn = torch.compile(self.augment_eager, fullgraph=True, dynamic=False,
                                                 **compile_options(compile))
 
@@ -195,10 +181,10 @@ class GpuPipeline:
         bad: List[str] = []
         return [self.images.decode(i, lambda name, error: bad.append(name))[1] for i in indices], bad
 
-    def batches(self, start_step: int, stop_step: int) -> Iterator:
+    def batches(self, start: int, stop: int) -> Iterator:
         if self.cache is not None:  # the indices of a whole epoch go to the device at once: no copy per step
             per_epoch, epoch_indices = self.sampler.steps_per_epoch, (None, None)
-            for step in range(start_step, stop_step):
+            for step in range(start, stop):
                 epoch, k = divmod(step, per_epoch)
                 if epoch_indices[0] != epoch:
                     steps = range(epoch * per_epoch, (epoch + 1) * per_epoch)
@@ -206,13 +192,13 @@ class GpuPipeline:
                 yield epoch_indices[1][k]
             return
         loader = torch.utils.data.DataLoader(
-            RawBytes(self.images), batch_sampler=StepPlan(self.sampler, start_step, stop_step),
+            RawBytes(self.images), batch_sampler=StepPlan(self.sampler, start, stop),
             num_workers=self.data.workers, collate_fn=lambda items: [list(x) for x in zip(*items)],
             prefetch_factor=4 if self.data.workers else None,
         )
         yield from loader
 
-    def decode(self, batch) -> Images:
+    def _decode(self, batch) -> Images:
         if self.cache is not None:
             return self.cache[batch]
         indices, encoded = batch
@@ -230,17 +216,15 @@ class GpuPipeline:
                 images.append(image.to(self.device))
         return images
 
-    def draws(self, step: int) -> torch.Tensor:
+    def _draws(self, step: int) -> torch.Tensor:
         """The step's uniform draws [B_local, views, DRAWS_PER_VIEW]."""
-        return step_draws(self.generator, self.seed, step, len(self.specs), self.sampler.global_batch,
+        return step_draws(self.generator, self.sampler.step_seed(step), len(self.specs), self.sampler.global_batch,
                           self.sampler.local_slice())
 
-    def augment(self, batch, step: int):
-        images = self.decode(batch)
-        if self.cudagraphs:  # the previous step's graph outputs (views, losses) are consumed: may be overwritten
-            torch.compiler.cudagraph_mark_step_begin()
+    def views(self, batch, step: int) -> Views:
+        images = self._decode(batch)
         if self.cache is not None:
-            views = self.augment_fn(images, self.sizes, self.draws(step))
+            views = self.augment_fn(images, self.sizes, self._draws(step))
         else:
-            views = self.augment_eager(*as_batch(images), self.draws(step))
+            views = self.augment_eager(*as_batch(images), self._draws(step))
         return group_views(self.specs, views)

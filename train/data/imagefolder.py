@@ -5,6 +5,7 @@ A ``.tar`` is indexed once (member offsets) and read by seek, so a multi-GB arch
 Decoding happens where the pipeline wants it (DataLoader workers, or the GPU); an image that cannot be decoded
 is replaced by the next readable one and counted, never a reason to stop a run.
 """
+import io
 import os
 import tarfile
 from pathlib import Path
@@ -13,7 +14,9 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 import torch
 from torchvision.io import ImageReadMode, decode_image
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+from ladder_zoo.image_files import IMAGE_SUFFIXES
+
+PILLOW_ONLY = (b"BM", b"II*\x00", b"MM\x00*")  # BMP and TIFF signatures: formats torchvision.io does not decode
 
 
 class ImageFolder:
@@ -118,11 +121,26 @@ class ImageFolder:
 
 
 def decode_rgb(data: Union[bytes, torch.Tensor], device: Union[str, torch.device] = "cpu") -> torch.Tensor:
-    """uint8 [3, H, W] RGB from encoded bytes; RuntimeError for data that is not a decodable image."""
+    """uint8 [3, H, W] RGB from encoded bytes (torchvision.io; BMP and TIFF, which it does not decode, by Pillow);
+    RuntimeError for data that is not a decodable image."""
     if len(data) == 0:
         raise RuntimeError("empty file")
+    head = bytes(data[:4].tolist()) if isinstance(data, torch.Tensor) else bytes(data[:4])
+    if head.startswith(PILLOW_ONLY):
+        return _decode_with_pillow(data.numpy().tobytes() if isinstance(data, torch.Tensor) else bytes(data)).to(device)
     encoded = data if isinstance(data, torch.Tensor) else torch.frombuffer(bytearray(data), dtype=torch.uint8)
     return decode_image(encoded, mode=ImageReadMode.RGB).to(device)
+
+
+def _decode_with_pillow(raw: bytes) -> torch.Tensor:
+    from PIL import Image
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
+    try:
+        with Image.open(io.BytesIO(raw)) as image:
+            return pil_to_tensor(image.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as e:  # Pillow's errors for a truncated or corrupt file
+        raise RuntimeError(f"not a readable image: {e}") from e
 
 
 def record_unreadable(seen: List[str], names: List[str]) -> None:

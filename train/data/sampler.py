@@ -9,8 +9,9 @@ class StepSampler:
     """Epoch e = step // steps_per_epoch reads a permutation drawn with seed (seed, e), one global batch per
     step (drop-last); process ``rank`` of ``world`` takes its contiguous slice of each global batch.
 
-    ``sample_seeds(step)`` gives every image of the step a seed of its own (from its position in the global
-    batch), so per-image augmentation does not depend on the number of processes or DataLoader workers.
+    Every draw of a step's augmentation comes from its ``step_seed``: the CPU pipeline's per-image seeds
+    (``sample_seeds``: one per position in the global batch) and the GPU pipeline's draws for the whole global batch;
+    so the views depend neither on the number of processes nor on the DataLoader workers.
     """
 
     def __init__(self, n: int, global_batch: int, seed: int, rank: int = 0, world: int = 1):
@@ -36,8 +37,11 @@ class StepSampler:
     def indices(self, step: int) -> torch.Tensor:
         return self.global_indices(step)[self.local_slice()]
 
+    def step_seed(self, step: int) -> int:
+        return self.seed * 1_000_003 + step
+
     def sample_seeds(self, step: int) -> torch.Tensor:
-        first = (self.seed * 1_000_003 + step) * self.global_batch
+        first = self.step_seed(step) * self.global_batch
         return torch.arange(first, first + self.global_batch)[self.local_slice()]
 
 

@@ -15,7 +15,6 @@ from ladder_zoo.weights import config_name
 
 from ..checkpoint import SSLCheckpoint, load_ssl_checkpoint
 from ..data import ImageFolder, usable_workers
-from ..model import build_backbone
 
 
 def backbone_from(source: str) -> Tuple[nn.Module, str, dict]:
@@ -24,10 +23,9 @@ def backbone_from(source: str) -> Tuple[nn.Module, str, dict]:
     path = Path(source)
     if path.is_file():
         ckpt = load_ssl_checkpoint(path)
-        model = build_backbone(ckpt.model_name, **ckpt.config.get("model_kwargs", {}))  # e.g. a ViT's patch size
-        model.load_state_dict(ckpt.backbone_state_dict())
-        return model, ckpt.model_name, {"step": ckpt.step, "epochs": ckpt.epoch, "recipe": ckpt.config["name"],
-                                        "config": ckpt.config, "checkpoint": ckpt}
+        return ckpt.create_backbone(), ckpt.model_name, {"step": ckpt.step, "epochs": ckpt.epoch,
+                                                         "recipe": ckpt.config["name"], "config": ckpt.config,
+                                                         "checkpoint": ckpt}
     if path.is_dir():
         config = json.loads((path / "config.json").read_text())
         name = config_name(config)

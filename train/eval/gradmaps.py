@@ -9,7 +9,7 @@ from ladder_zoo.models import level_names
 
 from ..checkpoint import SSLCheckpoint
 from ..config import config_from_dict
-from ..data.gpu_augment import Draw, augment_view
+from ..data.gpu_augment import augment_view
 from ..data.views import view_specs
 from ..model import build_model
 
@@ -33,8 +33,8 @@ def gradient_maps(ckpt: SSLCheckpoint, images: torch.Tensor, device: torch.devic
     try:
         specs = view_specs(cfg.data, {"global": 2})
         images = images.to(device)
-        views = [augment_view(images, s, cfg.data, Draw(torch.Generator(device).manual_seed(seed + v), len(images),
-                                                         slice(None))) for v, s in enumerate(specs)]
+        views = [augment_view(images, s, cfg.data, torch.Generator(device).manual_seed(seed + v))
+                 for v, s in enumerate(specs)]
         out = model({"global": views})
     finally:
         hook.remove()

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import DataConfig
-from ..data.gpu_augment import Draw, augment_view
+from ..data.gpu_augment import augment_view
 from ..data.views import view_specs
 from .features import levels_of
 
@@ -24,11 +24,10 @@ def view_distances(model: nn.Module, images: Union[torch.Tensor, List[torch.Tens
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size]
         batch = batch.to(device) if isinstance(batch, torch.Tensor) else [im.to(device) for im in batch]
-        n = len(batch)
         pooled = []
         for v, spec in enumerate(specs):
-            draw = Draw(torch.Generator(device).manual_seed(seed * 1000 + start * 2 + v), n, slice(None))
-            feats = model.forward_intermediates(augment_view(batch, spec, data, draw), intermediates_only=True)
+            generator = torch.Generator(device).manual_seed(seed * 1000 + start * 2 + v)
+            feats = model.forward_intermediates(augment_view(batch, spec, data, generator), intermediates_only=True)
             pooled.append([F.normalize(z.float().mean((2, 3)), dim=1) for z in feats])
         for name, a, b in zip(names, *pooled):
             out[name].append((a - b).norm(dim=1).cpu())
