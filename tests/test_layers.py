@@ -8,7 +8,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "ladder_zoo"
 # bottom to top; a module may import only modules of lower layers (``__init__`` re-exports from all)
 LAYERS = [
-    {"version", "errors", "device"},
+    {"version", "errors", "device", "image_files"},
     {"layouts"},
     {"weights"},
     {"hub"},
