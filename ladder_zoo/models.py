@@ -227,20 +227,21 @@ ARCHS: Dict[str, Arch] = {
 
 _BYOL = "arXiv:2006.07733"
 _MULTITASK = {"global": 2, "local": 2, "cutout": 1}  # MULAN main.py: --num-views-per-task 2 2 1
-METHODS: Dict[str, Method] = {
-    "byol": Method("- - - G", "BYOL: global loss on res5.", _BYOL,
+METHODS: Dict[str, Method] = {  # descriptions in words; the levels, views and base are the fields, not restated
+    "byol": Method("- - - G", "BYOL: the online network predicts the projection of an EMA target network.", _BYOL,
                    "Bootstrap your own latent: A new approach to self-supervised Learning"),
-    "ladder_byol": Method("G G G G", "Ladder-BYOL: global BYOL losses on res2..res5 (G G G G), weights 1/16, 1/8, "
-                                     "1/4, 1.", ("arXiv:2211.13844", _BYOL)),
-    "densebyol": Method("- - - D", "DenseBYOL: dense argmax-aligned BYOL loss averaged with the global loss, on "
-                                   "res5 only.", ("arXiv:2211.13844", "arXiv:2011.09157")),
-    "ladder_densebyol": Method("D D G G", "Ladder-DenseBYOL: D D G G on res2..res5; a dense level averages its "
-                                          "dense and global loss.", ("arXiv:2211.13844", "arXiv:2011.09157")),
-    "simsiam": Method("- - - G", "SimSiam: stop-gradient Siamese network, no momentum encoder, loss on res5.",
+    "ladder_byol": Method("G G G G", "Ladder-BYOL: BYOL's loss at every level of the ladder, deeper levels weighed "
+                                     "more (Eq. 6).", ("arXiv:2211.13844", _BYOL)),
+    "densebyol": Method("- - - D", "DenseBYOL: BYOL's global loss averaged with a dense, argmax-aligned one.",
+                        ("arXiv:2211.13844", "arXiv:2011.09157")),
+    "ladder_densebyol": Method("D D G G", "Ladder-DenseBYOL: dense levels average a dense and a global BYOL loss, "
+                                          "global levels take BYOL's.", ("arXiv:2211.13844", "arXiv:2011.09157")),
+    "simsiam": Method("- - - G", "SimSiam: a Siamese network with a stop-gradient target, no momentum encoder.",
                       "arXiv:2011.10566", "Exploring Simple Siamese Representation Learning", base="simsiam"),
-    "ladder_simsiam": Method("G G G G", "Ladder-SimSiam: SimSiam losses on res2..res5, weights 1/16, 1/8, 1/4, 1.",
-                             ("arXiv:2211.13844", "arXiv:2011.10566"), base="simsiam"),
-    "byol_mt": Method("- - - G", "Multi-task BYOL: 2 global, 2 local and 1 cutout view, one predictor per view "
+    "ladder_simsiam": Method("G G G G", "Ladder-SimSiam: SimSiam's loss at every level of the ladder, deeper levels "
+                                        "weighed more (Eq. 6).", ("arXiv:2211.13844", "arXiv:2011.10566"),
+                             base="simsiam"),
+    "byol_mt": Method("- - - G", "Multi-task BYOL (MULAN): global, local and cutout views, one predictor per view "
                                  "type.", ("arXiv:2602.05845", _BYOL),
                       "Self-Supervised Learning with a Multi-Task Latent Space Objective (MULAN), De Plaen et al., "
                       "2026", _MULTITASK),
