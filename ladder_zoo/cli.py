@@ -412,6 +412,8 @@ def _export_onnx(args) -> int:
               "pip install 'ladder-zoo[onnx]'", file=sys.stderr)
         return EXIT_USAGE
     name = f"{args.name}.{args.tag}" if args.tag else args.name
+    if args.size:  # a size the network cannot take is refused before any weights are downloaded
+        onnx.input_size(create_model(name, features_only=args.features_only), name, args.size)
     model = create_model(name, pretrained=True, checkpoint_path=args.checkpoint, features_only=args.features_only)
     size = onnx.input_size(model, name, args.size)
     outputs = onnx.export(model, args.out, size)

@@ -52,3 +52,12 @@ def test_fixed_input_size_refuses_another_in_one_line(tmp_path, capsys):
     assert result.returncode == 2 and not (tmp_path / "vit.onnx").exists()
     assert result.stderr.count("\n") == 1 and "has a fixed input size, 32 x 32" in result.stderr
     assert "--size 32 32" in result.stderr
+
+
+def test_a_size_refused_before_the_weights_are_downloaded(tmp_path, monkeypatch, capsys):
+    """An external tag (MULAN's ViT-S, a download of 100 MB) at a size it cannot take: refused with nothing fetched."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # torch.hub's cache, where the download would go
+    result = run_main(main, ["export-onnx", "byol_mt_vit_s16.mulan_in1k_200ep", "--out", str(tmp_path / "vit.onnx"),
+                             "--size", "160", "160"], capsys)
+    assert result.returncode == 2 and "has a fixed input size, 224 x 224" in result.stderr
+    assert not (tmp_path / "torch").exists() and not (tmp_path / "vit.onnx").exists()
