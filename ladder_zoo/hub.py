@@ -277,8 +277,8 @@ def url_weights(url: str, cache_dir: Optional[str] = None) -> Path:
         raise WeightsIntegrityError(f"The download of {url} is not the file its name promises ({e}); nothing was "
                                     "kept. Try again; if it persists, the file at the URL changed.") from e
     except (urllib.error.URLError, OSError, HTTPException, ValueError) as e:
-        raise WeightsNotFoundError(f"Could not download {url} ({type(e).__name__}: {e}) and no copy is cached at "
-                                   f"{path}: check the network, or {fix}.") from e
+        raise WeightsNotFoundError(f"Could not download {url} ({type(e).__name__}: {e}) and it is not cached: "
+                                   f"check the network, or {fix}.") from e  # fix names the cache path, once
     return path
 
 
